@@ -1,0 +1,90 @@
+import sqlalchemy as sa
+from email_validator import EmailNotValidError, validate_email
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
+
+from app import db
+from app.models import User
+from app.security import PASSWORD_MAX_LENGTH, StrongPassword
+
+USERNAME_PATTERN = r'^[A-Za-z0-9_.-]+$'
+USERNAME_MESSAGE = 'Use only letters, numbers, dots, dashes and underscores.'
+
+
+def normalize_email(address):
+    """The address as email-validator normalises it (domain lowercased, Unicode NFC)."""
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return address.strip()
+
+
+def username_taken(username):
+    """Whether an account already has this username, ignoring case."""
+    query = sa.select(User.id).where(sa.func.lower(User.username) == username.lower())
+    return db.session.scalar(query) is not None
+
+
+class LoginForm(FlaskForm):
+    username = StringField('Username', validators=[DataRequired(), Length(max=64)])
+    password = PasswordField(
+        'Password', validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
+    )
+    remember_me = BooleanField('Remember Me')
+    submit = SubmitField('Sign In')
+
+
+class RegistrationForm(FlaskForm):
+    username = StringField(
+        'Username',
+        validators=[
+            DataRequired(),
+            Length(max=64),
+            Regexp(USERNAME_PATTERN, message=USERNAME_MESSAGE),
+        ],
+    )
+    email = StringField('Email', validators=[DataRequired(), Length(max=120), Email()])
+    password = PasswordField(
+        'Password', validators=[DataRequired(), StrongPassword('username', 'email')]
+    )
+    password2 = PasswordField(
+        'Repeat Password',
+        validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
+    )
+    submit = SubmitField('Register')
+
+    def validate_username(self, username):
+        if username_taken(username.data):
+            raise ValidationError('Please use a different username.')
+
+    def validate_email(self, email):
+        address = normalize_email(email.data).lower()
+        query = sa.select(User.id).where(sa.func.lower(User.email) == address)
+        if db.session.scalar(query) is not None:
+            raise ValidationError('Please use a different email address.')
+
+
+class ResetPasswordRequestForm(FlaskForm):
+    email = StringField('Email', validators=[DataRequired(), Length(max=320), Email()])
+    submit = SubmitField('Request Password Reset')
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField('Password', validators=[DataRequired(), StrongPassword()])
+    password2 = PasswordField(
+        'Repeat Password',
+        validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
+    )
+    submit = SubmitField('Request Password Reset')
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Read by StrongPassword: the new password is checked against the account.
+        self.account_username = user.username
+        self.account_email = user.email
+        self.account_password_hash = user.password_hash
+
+
+class LogoutForm(FlaskForm):
+    submit = SubmitField('Log out')

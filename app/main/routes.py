@@ -1,0 +1,199 @@
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from app import db
+from app.main import bp
+from app.main.forms import EditProfileForm, EmptyForm, PostForm
+from app.models import Post, User, utcnow
+
+
+@bp.before_app_request
+def before_request():
+    if current_user.is_authenticated:
+        current_user.last_seen = utcnow()
+        db.session.commit()
+
+
+class PostPage:
+    """One page of posts, newest first, with links to the newer and older pages.
+
+    Pages are anchored on a post (keyset pagination) rather than numbered, so the
+    last page costs what the first one does, and no page has to count every post.
+    """
+
+    def __init__(self, items, newer_id, older_id):
+        self.items = items
+        self.newer_id = newer_id
+        self.older_id = older_id
+
+
+def paginate_posts(query):
+    """Cut ``query`` (a select of Post, newest first) into the page asked for by the URL."""
+    per_page = current_app.config['POSTS_PER_PAGE']
+    before = request.args.get('before', type=int)
+    after = request.args.get('after', type=int)
+    anchor_id = after if after is not None else before
+    anchor = None
+    if anchor_id is not None:
+        anchor = db.session.execute(
+            sa.select(Post.timestamp, Post.id).where(Post.id == anchor_id)
+        ).first()
+    if anchor is None:
+        rows = list(db.session.scalars(query.limit(per_page + 1)).unique())
+        has_older = len(rows) > per_page
+        items = rows[:per_page]
+        has_newer = False
+    elif after is not None:
+        newer = sa.or_(
+            Post.timestamp > anchor.timestamp,
+            sa.and_(Post.timestamp == anchor.timestamp, Post.id > anchor.id),
+        )
+        ascending = query.where(newer).order_by(None).order_by(Post.timestamp.asc(), Post.id.asc())
+        rows = list(db.session.scalars(ascending.limit(per_page + 1)).unique())
+        has_newer = len(rows) > per_page
+        items = list(reversed(rows[:per_page]))
+        has_older = True
+    else:
+        older = sa.or_(
+            Post.timestamp < anchor.timestamp,
+            sa.and_(Post.timestamp == anchor.timestamp, Post.id < anchor.id),
+        )
+        rows = list(db.session.scalars(query.where(older).limit(per_page + 1)).unique())
+        has_older = len(rows) > per_page
+        items = rows[:per_page]
+        has_newer = True
+    return PostPage(
+        items,
+        newer_id=items[0].id if has_newer and items else None,
+        older_id=items[-1].id if has_older and items else None,
+    )
+
+
+def page_links(endpoint, page, **values):
+    """URLs of the newer and older pages, or None where there is none."""
+    newer = url_for(endpoint, after=page.newer_id, **values) if page.newer_id else None
+    older = url_for(endpoint, before=page.older_id, **values) if page.older_id else None
+    return newer, older
+
+
+@bp.route('/', methods=['GET', 'POST'])
+@bp.route('/index', methods=['GET', 'POST'])
+@login_required
+def index():
+    form = PostForm()
+    if form.validate_on_submit():
+        post = Post(body=form.post.data.strip(), author=current_user)
+        db.session.add(post)
+        db.session.commit()
+        flash('Your post is now live!')
+        return redirect(url_for('main.index'))
+    page = paginate_posts(current_user.following_posts())
+    newer_url, older_url = page_links('main.index', page)
+    return render_template(
+        'index.html',
+        title='Home',
+        form=form,
+        posts=page.items,
+        newer_url=newer_url,
+        older_url=older_url,
+    )
+
+
+@bp.route('/explore')
+@login_required
+def explore():
+    query = (
+        sa.select(Post)
+        .options(so.joinedload(Post.author))
+        .order_by(Post.timestamp.desc(), Post.id.desc())
+    )
+    page = paginate_posts(query)
+    newer_url, older_url = page_links('main.explore', page)
+    return render_template(
+        'index.html',
+        title='Explore',
+        posts=page.items,
+        newer_url=newer_url,
+        older_url=older_url,
+    )
+
+
+@bp.route('/user/<username>')
+@login_required
+def user(username):
+    user = db.first_or_404(sa.select(User).where(User.username == username))
+    query = (
+        user.posts.select()
+        .options(so.joinedload(Post.author))
+        .order_by(Post.timestamp.desc(), Post.id.desc())
+    )
+    page = paginate_posts(query)
+    newer_url, older_url = page_links('main.user', page, username=user.username)
+    form = EmptyForm()
+    return render_template(
+        'user.html',
+        user=user,
+        posts=page.items,
+        newer_url=newer_url,
+        older_url=older_url,
+        form=form,
+        followers=user.followers_count(),
+        following=user.following_count(),
+        is_following=current_user.is_following(user) if user != current_user else False,
+    )
+
+
+@bp.route('/edit_profile', methods=['GET', 'POST'])
+@login_required
+def edit_profile():
+    form = EditProfileForm(current_user.username)
+    if form.validate_on_submit():
+        current_user.username = form.username.data.strip()
+        current_user.about_me = form.about_me.data
+        db.session.commit()
+        flash('Your changes have been saved.')
+        return redirect(url_for('main.edit_profile'))
+    elif request.method == 'GET':
+        form.username.data = current_user.username
+        form.about_me.data = current_user.about_me
+    return render_template('edit_profile.html', title='Edit Profile', form=form)
+
+
+@bp.route('/follow/<username>', methods=['POST'])
+@login_required
+def follow(username):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        return redirect(url_for('main.index'))
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        flash(f'User {username} not found.')
+        return redirect(url_for('main.index'))
+    if user == current_user:
+        flash('You cannot follow yourself!')
+        return redirect(url_for('main.user', username=username))
+    current_user.follow(user)
+    db.session.commit()
+    flash(f'You are following {username}!')
+    return redirect(url_for('main.user', username=username))
+
+
+@bp.route('/unfollow/<username>', methods=['POST'])
+@login_required
+def unfollow(username):
+    form = EmptyForm()
+    if not form.validate_on_submit():
+        return redirect(url_for('main.index'))
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        flash(f'User {username} not found.')
+        return redirect(url_for('main.index'))
+    if user == current_user:
+        flash('You cannot unfollow yourself!')
+        return redirect(url_for('main.user', username=username))
+    current_user.unfollow(user)
+    db.session.commit()
+    flash(f'You are not following {username}.')
+    return redirect(url_for('main.user', username=username))

@@ -1,0 +1,279 @@
+"""Database models: users, posts, the followers graph and the email outbox."""
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from hashlib import md5
+
+import jwt
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import current_app
+from flask_login import UserMixin
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app import db, login
+
+
+def utcnow():
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no zone, PostgreSQL does; this makes both hand back the same thing.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+followers = sa.Table(
+    'followers',
+    db.metadata,
+    sa.Column('follower_id', sa.Integer, sa.ForeignKey('user.id'), primary_key=True),
+    sa.Column('followed_id', sa.Integer, sa.ForeignKey('user.id'), primary_key=True),
+    # The primary key serves "whom does X follow"; this serves "who follows X".
+    sa.Index('ix_followers_followed_id', 'followed_id', 'follower_id'),
+)
+
+
+class User(UserMixin, db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    username: so.Mapped[str] = so.mapped_column(sa.String(64), index=True, unique=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(120), index=True, unique=True)
+    password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(256))
+    about_me: so.Mapped[str | None] = so.mapped_column(sa.String(140))
+    last_seen: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, default=utcnow)
+
+    posts: so.WriteOnlyMapped['Post'] = so.relationship(back_populates='author')
+    following: so.WriteOnlyMapped['User'] = so.relationship(
+        secondary=followers,
+        primaryjoin=(followers.c.follower_id == id),
+        secondaryjoin=(followers.c.followed_id == id),
+        back_populates='followers',
+    )
+    followers: so.WriteOnlyMapped['User'] = so.relationship(
+        secondary=followers,
+        primaryjoin=(followers.c.followed_id == id),
+        secondaryjoin=(followers.c.follower_id == id),
+        back_populates='following',
+    )
+
+    __table_args__ = (sa.Index('ix_user_email_lower', sa.func.lower(email)),)
+
+    def __repr__(self):
+        return f'<User {self.username}>'
+
+    def set_password(self, password):
+        """Store a salted hash of the password."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        """Whether the password matches the stored hash."""
+        if not self.password_hash:
+            return False
+        return check_password_hash(self.password_hash, password)
+
+    def avatar(self, size):
+        """The Gravatar URL of the user's email address, identicon by default."""
+        digest = md5(self.email.strip().lower().encode('utf-8')).hexdigest()
+        return f'https://www.gravatar.com/avatar/{digest}?d=identicon&s={size}'
+
+    def follow(self, user):
+        if not self.is_following(user):
+            self.following.add(user)
+
+    def unfollow(self, user):
+        if self.is_following(user):
+            self.following.remove(user)
+
+    def is_following(self, user):
+        query = self.following.select().where(User.id == user.id)
+        return db.session.scalar(query) is not None
+
+    def followers_count(self):
+        query = (
+            sa.select(sa.func.count())
+            .select_from(followers)
+            .where(followers.c.followed_id == self.id)
+        )
+        return db.session.scalar(query)
+
+    def following_count(self):
+        query = (
+            sa.select(sa.func.count())
+            .select_from(followers)
+            .where(followers.c.follower_id == self.id)
+        )
+        return db.session.scalar(query)
+
+    def following_posts(self):
+        """A select of the posts of the users this user follows and their own, newest first."""
+        followed_ids = sa.select(followers.c.followed_id).where(followers.c.follower_id == self.id)
+        return (
+            sa.select(Post)
+            .where(sa.or_(Post.user_id == self.id, Post.user_id.in_(followed_ids)))
+            .options(so.joinedload(Post.author))
+            .order_by(Post.timestamp.desc(), Post.id.desc())
+        )
+
+    # Sessions, remember-me cookies and reset links are all bound to the
+    # password: a new password ends every one of them.
+    def password_state(self):
+        """A keyed fingerprint of the current password hash: changes when the password does."""
+        key = current_app.config['SECRET_KEY'].encode()
+        message = b'password-state:' + (self.password_hash or '').encode()
+        return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+    def get_id(self):
+        return f'{self.id}:{self.password_state()}'
+
+    def get_reset_password_token(self, expires_in=None):
+        """A signed, expiring link token that dies when the password changes."""
+        if expires_in is None:
+            expires_in = current_app.config['RESET_PASSWORD_TOKEN_TTL']
+        now = utcnow()
+        payload = {
+            'reset_password': self.id,
+            'state': self.password_state(),
+            'iat': now,
+            'exp': now + timedelta(seconds=expires_in),
+        }
+        return jwt.encode(payload, current_app.config['SECRET_KEY'], algorithm='HS256')
+
+    @staticmethod
+    def verify_reset_password_token(token):
+        """The user a reset token belongs to, or None for any token that is not valid now."""
+        payload = decode_signed(token, require=['exp', 'iat', 'reset_password', 'state'])
+        if payload is None:
+            return None
+        user_id = payload['reset_password']
+        if not isinstance(user_id, int) or isinstance(user_id, bool):
+            return None
+        user = db.session.get(User, user_id)
+        if user is None:
+            return None
+        # The state is checked against every accepted key, so that a rotation
+        # does not invalidate links already sent.
+        for key in signing_keys():
+            expected = _password_state_with_key(user, key)
+            if hmac.compare_digest(str(payload['state']), expected):
+                return user
+        return None
+
+
+def _password_state_with_key(user, key):
+    message = b'password-state:' + (user.password_hash or '').encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def signing_keys():
+    """The current secret key first, then any fallbacks still accepted."""
+    config = current_app.config
+    return [config['SECRET_KEY'], *config.get('SECRET_KEY_FALLBACKS', [])]
+
+
+def decode_signed(token, require):
+    """Decode an HS256 token signed with any accepted key, or None when it is not valid."""
+    if not isinstance(token, str) or len(token) > 4096:
+        return None
+    for key in signing_keys():
+        try:
+            return jwt.decode(token, key, algorithms=['HS256'], options={'require': require})
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidTokenError:
+            return None
+    return None
+
+
+@login.user_loader
+def load_user(user_id):
+    """Load the user of a session or remember cookie, if its password has not changed since."""
+    id_part, _, state = user_id.partition(':')
+    if not id_part.isdigit() or not state:
+        return None
+    user = db.session.get(User, int(id_part))
+    if user is None:
+        return None
+    for key in signing_keys():
+        if hmac.compare_digest(state, _password_state_with_key(user, key)):
+            return user
+    return None
+
+
+class Post(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    body: so.Mapped[str] = so.mapped_column(sa.String(140))
+    timestamp: so.Mapped[datetime] = so.mapped_column(UTCDateTime, index=True, default=utcnow)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id))
+
+    author: so.Mapped[User] = so.relationship(back_populates='posts')
+
+    __table_args__ = (sa.Index('ix_post_user_id_timestamp', 'user_id', 'timestamp'),)
+
+    def __repr__(self):
+        return f'<Post {self.body}>'
+
+
+class OutboundEmail(db.Model):
+    """A message in the outbox: stored before the request returns, delivered in the background."""
+
+    __tablename__ = 'outbound_email'
+
+    PENDING = 'pending'
+    SENDING = 'sending'
+    SENT = 'sent'
+    FAILED = 'failed'
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    subject: so.Mapped[str] = so.mapped_column(sa.String(255))
+    sender: so.Mapped[str] = so.mapped_column(sa.String(320))
+    recipients: so.Mapped[list] = so.mapped_column(sa.JSON)
+    text_body: so.Mapped[str] = so.mapped_column(sa.Text)
+    html_body: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=PENDING)
+    attempts: so.Mapped[int] = so.mapped_column(default=0)
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    claimed_by: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    sent_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+    __table_args__ = (sa.Index('ix_outbound_email_status_next', 'status', 'next_attempt_at'),)
+
+    def __repr__(self):
+        return f'<OutboundEmail {self.id} {self.status} to {self.recipients}>'
+
+
+class PasswordResetRequest(db.Model):
+    """A "forgot password" request, stored as typed and expanded into an email off the request path.
+
+    Looking the account up, signing the token and rendering the email happen in the
+    delivery worker, so that a request for an unknown address costs exactly what a
+    request for a known one costs and the response cannot tell them apart.
+    """
+
+    __tablename__ = 'password_reset_request'
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    email: so.Mapped[str] = so.mapped_column(sa.String(320))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)

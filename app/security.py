@@ -1,0 +1,106 @@
+"""Security headers, password rules and the constant-cost login check."""
+
+from functools import lru_cache
+
+from flask import request
+from werkzeug.security import check_password_hash, generate_password_hash
+from wtforms.validators import ValidationError
+from zxcvbn import zxcvbn
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+# zxcvbn's cost grows with the length; the first 100 characters tell enough.
+STRENGTH_CHECK_LENGTH = 100
+MIN_STRENGTH_SCORE = 2
+
+CONTENT_SECURITY_POLICY = '; '.join(
+    [
+        "default-src 'self'",
+        "img-src 'self' https://www.gravatar.com",
+        "style-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+# Pages that show or take a reset token: nothing about them may be cached.
+NO_STORE_ENDPOINTS = {
+    'auth.reset_password',
+    'auth.reset_password_form',
+    'auth.reset_password_request',
+}
+
+
+def init_security(app):
+    """Send the security headers on every response."""
+
+    @app.after_request
+    def set_security_headers(response):
+        headers = response.headers
+        headers.setdefault('X-Content-Type-Options', 'nosniff')
+        headers.setdefault('X-Frame-Options', 'DENY')
+        headers.setdefault('Content-Security-Policy', CONTENT_SECURITY_POLICY)
+        # same-origin, not no-referrer: Flask-WTF checks the Referer on HTTPS.
+        headers.setdefault('Referrer-Policy', 'same-origin')
+        headers.setdefault('Cross-Origin-Opener-Policy', 'same-origin')
+        if request.endpoint in NO_STORE_ENDPOINTS:
+            headers['Cache-Control'] = 'no-store'
+            headers['Pragma'] = 'no-cache'
+        return response
+
+
+def password_problems(password, username=None, email=None, old_password_hash=None):
+    """Every reason the password is not acceptable, as messages for the person typing it."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return [f'Use at least {PASSWORD_MIN_LENGTH} characters.']
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return [f'Use at most {PASSWORD_MAX_LENGTH} characters.']
+    folded = password.casefold()
+    personal = [value for value in (username, email) if value]
+    if email and '@' in email:
+        personal.append(email.split('@', 1)[0])
+    for value in personal:
+        if len(value) >= 3 and folded == value.casefold():
+            return ['Your password cannot be your username or email address.']
+    if old_password_hash and check_password_hash(old_password_hash, password):
+        return ['Choose a password you have not used for this account.']
+    result = zxcvbn(password[:STRENGTH_CHECK_LENGTH], user_inputs=personal)
+    if result['score'] < MIN_STRENGTH_SCORE:
+        warning = result['feedback'].get('warning') or 'This password is too easy to guess.'
+        hint = ' '.join(result['feedback'].get('suggestions') or [])
+        return [f'{warning} {hint}'.strip()]
+    return []
+
+
+class StrongPassword:
+    """Form validator that applies the password rules (same on register and reset)."""
+
+    def __init__(self, username_field=None, email_field=None):
+        self.username_field = username_field
+        self.email_field = email_field
+
+    def __call__(self, form, field):
+        username = form[self.username_field].data if self.username_field else None
+        email = form[self.email_field].data if self.email_field else None
+        username = username or getattr(form, 'account_username', None)
+        email = email or getattr(form, 'account_email', None)
+        old_hash = getattr(form, 'account_password_hash', None)
+        problems = password_problems(field.data or '', username, email, old_hash)
+        if problems:
+            raise ValidationError(problems[0])
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash():
+    return generate_password_hash('not-a-real-password-only-for-timing')
+
+
+def check_login(user, password):
+    """Check a password, spending the same time whether or not the account exists."""
+    if user is None or not user.password_hash:
+        check_password_hash(_dummy_hash(), password)
+        return False
+    return user.check_password(password)

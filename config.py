@@ -1,0 +1,109 @@
+"""Settings for Microblog, every one read from the environment with a safe default."""
+
+import os
+
+from dotenv import load_dotenv
+
+basedir = os.path.abspath(os.path.dirname(__file__))
+load_dotenv(os.path.join(basedir, '.env'))
+
+DEV_SECRET_KEY = 'dev-only-secret-key-change-me-0123456789abcdef'
+
+
+def env_bool(name, default=False):
+    """Read a boolean setting strictly: only well-known words count, anything else is an error."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == '':
+        return default
+    word = value.strip().lower()
+    if word in ('1', 'true', 'yes', 'on'):
+        return True
+    if word in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(
+        f'{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off'
+    )
+
+
+def env_int(name, default):
+    """Read an integer setting, with a message that names the setting when it is not one."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == '':
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'{name}={value!r} is not a whole number') from None
+
+
+def env_list(name):
+    """Read a comma-separated setting as a list, ignoring blanks."""
+    return [item.strip() for item in os.environ.get(name, '').split(',') if item.strip()]
+
+
+def sqlite_url(name):
+    """The URL of a SQLite file beside this module."""
+    return 'sqlite:///' + os.path.join(basedir, name)
+
+
+class Config:
+    SECRET_KEY = os.environ.get('SECRET_KEY') or DEV_SECRET_KEY
+    # Old keys still accepted for sessions and reset links while a new key rolls out.
+    SECRET_KEY_FALLBACKS = env_list('SECRET_KEY_FALLBACKS')
+
+    # The public address of the site: links in emails are built from it, never
+    # from the Host header of a request.
+    SERVER_NAME = os.environ.get('SERVER_NAME') or None
+    PREFERRED_URL_SCHEME = os.environ.get('PREFERRED_URL_SCHEME') or 'https'
+    TRUSTED_HOSTS = env_list('TRUSTED_HOSTS') or None
+
+    SQLALCHEMY_DATABASE_URI = os.environ.get('DATABASE_URL') or sqlite_url('app.db')
+    POSTS_PER_PAGE = env_int('POSTS_PER_PAGE', 25)
+    LOG_TO_STDOUT = env_bool('LOG_TO_STDOUT')
+    ADMINS = env_list('ADMINS') or ['admin@example.com']
+
+    MAIL_SERVER = os.environ.get('MAIL_SERVER') or None
+    MAIL_PORT = env_int('MAIL_PORT', 25)
+    MAIL_USE_TLS = env_bool('MAIL_USE_TLS')
+    MAIL_USE_SSL = env_bool('MAIL_USE_SSL')
+    MAIL_USERNAME = os.environ.get('MAIL_USERNAME') or None
+    MAIL_PASSWORD = os.environ.get('MAIL_PASSWORD') or None
+    MAIL_DEFAULT_SENDER = os.environ.get('MAIL_DEFAULT_SENDER') or None
+    MAIL_TIMEOUT = env_int('MAIL_TIMEOUT', 10)
+
+    # Delivery: 'thread' (in-process worker), 'rq' (Redis workers) or 'none'
+    # (stored only; `flask mail send-pending` from cron delivers).
+    MAIL_QUEUE = os.environ.get('MAIL_QUEUE') or 'thread'
+    REDIS_URL = os.environ.get('REDIS_URL') or 'redis://127.0.0.1:6379/0'
+    MAIL_MAX_ATTEMPTS = env_int('MAIL_MAX_ATTEMPTS', 10)
+    MAIL_RETRY_BACKOFF = env_int('MAIL_RETRY_BACKOFF', 30)
+    MAIL_RETRY_BACKOFF_MAX = env_int('MAIL_RETRY_BACKOFF_MAX', 3600)
+    MAIL_BATCH_SIZE = env_int('MAIL_BATCH_SIZE', 50)
+    MAIL_CLAIM_TIMEOUT = env_int('MAIL_CLAIM_TIMEOUT', 300)
+    MAIL_POLL_INTERVAL = env_int('MAIL_POLL_INTERVAL', 60)
+
+    RESET_PASSWORD_TOKEN_TTL = env_int('RESET_PASSWORD_TOKEN_TTL', 600)
+
+    RATELIMIT_ENABLED = env_bool('RATELIMIT_ENABLED', True)
+    RATELIMIT_STORAGE_URI = os.environ.get('RATELIMIT_STORAGE_URI') or 'memory://'
+    RATELIMIT_RESET_PER_ADDRESS = os.environ.get('RATELIMIT_RESET_PER_ADDRESS') or '10 per hour'
+    RATELIMIT_RESET_PER_EMAIL = os.environ.get('RATELIMIT_RESET_PER_EMAIL') or '3 per hour'
+    RATELIMIT_LOGIN_PER_ADDRESS = (
+        os.environ.get('RATELIMIT_LOGIN_PER_ADDRESS') or '20 per minute;200 per hour'
+    )
+    RATELIMIT_LOGIN_PER_USERNAME = (
+        os.environ.get('RATELIMIT_LOGIN_PER_USERNAME') or '5 per minute;20 per hour'
+    )
+
+    RATELIMIT_REGISTER_PER_ADDRESS = (
+        os.environ.get('RATELIMIT_REGISTER_PER_ADDRESS') or '20 per hour'
+    )
+
+    # None means "secure unless the app runs in debug mode"; create_app decides.
+    SESSION_COOKIE_SECURE = (
+        env_bool('SESSION_COOKIE_SECURE') if os.environ.get('SESSION_COOKIE_SECURE') else None
+    )
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = 'Lax'
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = 'Lax'

@@ -1,0 +1,170 @@
+"""Fixtures shared by the whole suite.
+
+Every test that uses ``app`` runs on SQLite, and again on PostgreSQL when
+TEST_DATABASE_URL is set (CI sets it).
+"""
+
+import os
+import re
+from collections import UserList
+
+import pytest
+import sqlalchemy as sa
+
+from app import create_app, db, mail
+from app.models import User
+from config import Config
+
+TEST_DATABASE_URL = os.environ.get('TEST_DATABASE_URL')
+TEST_REDIS_URL = os.environ.get('TEST_REDIS_URL')
+PASSWORD = 'correct-horse-battery-staple'
+
+DATABASES = ['sqlite'] + (['postgresql'] if TEST_DATABASE_URL else [])
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = 'test-secret-key-that-is-at-least-32-bytes-long'
+    SECRET_KEY_FALLBACKS = []
+    SERVER_NAME = 'microblog.example.com'
+    PREFERRED_URL_SCHEME = 'https'
+    TRUSTED_HOSTS = None
+    WTF_CSRF_ENABLED = False
+    RATELIMIT_ENABLED = False
+    RATELIMIT_STORAGE_URI = 'memory://'
+    SESSION_COOKIE_SECURE = False
+    REMEMBER_COOKIE_SECURE = False
+    MAIL_SERVER = 'localhost'
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False
+    MAIL_USE_SSL = False
+    MAIL_USERNAME = None
+    MAIL_PASSWORD = None
+    MAIL_DEFAULT_SENDER = 'no-reply@example.com'
+    MAIL_QUEUE = 'thread'
+    MAIL_TIMEOUT = 5
+    MAIL_RETRY_BACKOFF = 30
+    MAIL_POLL_INTERVAL = 60
+    ADMINS = ['admin@example.com']
+    POSTS_PER_PAGE = 25
+    RESET_PASSWORD_TOKEN_TTL = 600
+
+
+def _reset_postgres(url):
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text('DROP SCHEMA public CASCADE'))
+        connection.execute(sa.text('CREATE SCHEMA public'))
+    engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or the PostgreSQL test database."""
+    if request.param == 'sqlite':
+        return 'sqlite:///' + str(tmp_path / 'test.db')
+    _reset_postgres(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build apps on the test database with settings overridden per test."""
+    apps = []
+
+    def factory(create_tables=True, **overrides):
+        overrides.setdefault('SQLALCHEMY_DATABASE_URI', database_url)
+        config_class = type('CustomTestConfig', (TestConfig,), overrides)
+        app = create_app(config_class)
+        apps.append(app)
+        if create_tables:
+            with app.app_context():
+                db.create_all()
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions['mail_delivery'].stop()
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    """The application under test, on a fresh database."""
+    app = make_app()
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    """A test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A runner for the app's Click commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(app):
+    """Create and commit a user with a known password."""
+
+    def factory(username='susan', email=None, password=PASSWORD):
+        user = User(username=username, email=email or f'{username}@example.com')
+        user.set_password(password)
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    return factory
+
+
+class AuthActions:
+    def __init__(self, client):
+        self._client = client
+
+    def login(self, username='susan', password=PASSWORD, remember_me=False, **kwargs):
+        data = {'username': username, 'password': password}
+        if remember_me:
+            data['remember_me'] = 'y'
+        return self._client.post('/login', data=data, **kwargs)
+
+    def logout(self):
+        return self._client.post('/logout')
+
+
+@pytest.fixture
+def auth(client):
+    """Log the test client in and out."""
+    return AuthActions(client)
+
+
+class Outbox(UserList):
+    """The messages Flask-Mail dispatched (its record_messages list), sent by the delivery worker."""
+
+    def __init__(self, app, recorded):
+        super().__init__()
+        self.data = recorded
+        self.app = app
+
+    def wait(self):
+        """Let the delivery worker finish a whole pass, then return what was sent."""
+        self.app.extensions['mail_delivery'].flush()
+        return self
+
+
+@pytest.fixture
+def outbox(app):
+    """Messages sent by the app during the test; call ``outbox.wait()`` first."""
+    with mail.record_messages() as recorded:
+        yield Outbox(app, recorded)
+
+
+def links_in(text):
+    """Every http(s) URL in a text."""
+    return re.findall(r'https?://[^\s"<>]+', text)
