@@ -57,6 +57,11 @@ class Config:
     PREFERRED_URL_SCHEME = os.environ.get('PREFERRED_URL_SCHEME') or 'https'
     TRUSTED_HOSTS = env_list('TRUSTED_HOSTS') or None
 
+    # On by default; switched off only for load tests that cannot fetch a form first.
+    WTF_CSRF_ENABLED = env_bool('WTF_CSRF_ENABLED', True)
+    # Larger requests get a clean 413 page.
+    MAX_CONTENT_LENGTH = env_int('MAX_CONTENT_LENGTH', 1024 * 1024)
+
     SQLALCHEMY_DATABASE_URI = os.environ.get('DATABASE_URL') or sqlite_url('app.db')
     POSTS_PER_PAGE = env_int('POSTS_PER_PAGE', 25)
     LOG_TO_STDOUT = env_bool('LOG_TO_STDOUT')
