@@ -75,11 +75,14 @@ class Config:
     MAIL_PASSWORD = os.environ.get('MAIL_PASSWORD') or None
     MAIL_DEFAULT_SENDER = os.environ.get('MAIL_DEFAULT_SENDER') or None
     MAIL_TIMEOUT = env_int('MAIL_TIMEOUT', 10)
+    # Print the SMTP conversation of every delivery (Flask-Mail would follow debug mode).
+    MAIL_DEBUG = env_bool('MAIL_DEBUG')
 
     # Delivery: 'thread' (in-process worker), 'rq' (Redis workers) or 'none'
     # (stored only; `flask mail send-pending` from cron delivers).
     MAIL_QUEUE = os.environ.get('MAIL_QUEUE') or 'thread'
     REDIS_URL = os.environ.get('REDIS_URL') or 'redis://127.0.0.1:6379/0'
+    MAIL_RQ_QUEUE = os.environ.get('MAIL_RQ_QUEUE') or 'microblog-mail'
     MAIL_MAX_ATTEMPTS = env_int('MAIL_MAX_ATTEMPTS', 10)
     MAIL_RETRY_BACKOFF = env_int('MAIL_RETRY_BACKOFF', 30)
     MAIL_RETRY_BACKOFF_MAX = env_int('MAIL_RETRY_BACKOFF_MAX', 3600)
