@@ -54,7 +54,8 @@ class Config:
     # The public address of the site: links in emails are built from it, never
     # from the Host header of a request.
     SERVER_NAME = os.environ.get('SERVER_NAME') or None
-    PREFERRED_URL_SCHEME = os.environ.get('PREFERRED_URL_SCHEME') or 'https'
+    # None means https, or http when the app runs in debug mode; create_app decides.
+    PREFERRED_URL_SCHEME = os.environ.get('PREFERRED_URL_SCHEME') or None
     TRUSTED_HOSTS = env_list('TRUSTED_HOSTS') or None
 
     # On by default; switched off only for load tests that cannot fetch a form first.

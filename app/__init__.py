@@ -86,6 +86,8 @@ def check_config(app):
         raise RuntimeError(f'MAIL_QUEUE={config["MAIL_QUEUE"]!r}: use thread, rq or none.')
     if config['MAIL_DEFAULT_SENDER'] is None:
         config['MAIL_DEFAULT_SENDER'] = config['ADMINS'][0]
+    if not config['PREFERRED_URL_SCHEME']:
+        config['PREFERRED_URL_SCHEME'] = 'http' if app.debug else 'https'
     if config['SESSION_COOKIE_SECURE'] is None:
         config['SESSION_COOKIE_SECURE'] = not app.debug
     config.setdefault('REMEMBER_COOKIE_SECURE', config['SESSION_COOKIE_SECURE'])
