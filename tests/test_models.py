@@ -1,0 +1,96 @@
+"""The model's face: passwords, avatars, the follow graph and the followed-posts query."""
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from app import db
+from app.models import Post, User, utcnow
+
+
+def test_password_hashing(app):
+    user = User(username='susan', email='susan@example.com')
+    user.set_password('cat')
+    assert user.password_hash != 'cat'
+    assert not user.check_password('dog')
+    assert user.check_password('cat')
+
+
+def test_avatar(app):
+    user = User(username='john', email='john@example.com')
+    assert user.avatar(128) == (
+        'https://www.gravatar.com/avatar/d4c74594d841139328695756648b6bd6?d=identicon&s=128'
+    )
+
+
+def test_follow(app):
+    u1 = User(username='john', email='john@example.com')
+    u2 = User(username='susan', email='susan@example.com')
+    db.session.add_all([u1, u2])
+    db.session.commit()
+    assert db.session.scalars(u1.following.select()).all() == []
+    assert db.session.scalars(u1.followers.select()).all() == []
+
+    u1.follow(u2)
+    db.session.commit()
+    assert u1.is_following(u2)
+    assert not u2.is_following(u1)
+    assert u1.following_count() == 1
+    assert u2.followers_count() == 1
+    assert db.session.scalars(u1.following.select()).one().username == 'susan'
+    assert db.session.scalars(u2.followers.select()).one().username == 'john'
+
+    u1.follow(u2)  # following twice changes nothing
+    db.session.commit()
+    assert u1.following_count() == 1
+
+    u1.unfollow(u2)
+    db.session.commit()
+    assert not u1.is_following(u2)
+    assert u1.following_count() == 0
+    assert u2.followers_count() == 0
+
+
+def test_follow_posts(app):
+    u1 = User(username='john', email='john@example.com')
+    u2 = User(username='susan', email='susan@example.com')
+    u3 = User(username='mary', email='mary@example.com')
+    u4 = User(username='david', email='david@example.com')
+    db.session.add_all([u1, u2, u3, u4])
+    now = utcnow()
+    p1 = Post(body='post from john', author=u1, timestamp=now + timedelta(seconds=1))
+    p2 = Post(body='post from susan', author=u2, timestamp=now + timedelta(seconds=4))
+    p3 = Post(body='post from mary', author=u3, timestamp=now + timedelta(seconds=3))
+    p4 = Post(body='post from david', author=u4, timestamp=now + timedelta(seconds=2))
+    db.session.add_all([p1, p2, p3, p4])
+    db.session.commit()
+
+    u1.follow(u2)  # john follows susan
+    u1.follow(u4)  # john follows david
+    u2.follow(u3)  # susan follows mary
+    u3.follow(u4)  # mary follows david
+    db.session.commit()
+
+    assert db.session.scalars(u1.following_posts()).all() == [p2, p4, p1]
+    assert db.session.scalars(u2.following_posts()).all() == [p2, p3]
+    assert db.session.scalars(u3.following_posts()).all() == [p3, p4]
+    assert db.session.scalars(u4.following_posts()).all() == [p4]
+
+
+def test_timestamps_come_back_in_utc(app):
+    user = User(username='susan', email='susan@example.com')
+    db.session.add(user)
+    db.session.commit()
+    db.session.expire_all()
+    user = db.session.scalar(sa.select(User))
+    assert user.last_seen.utcoffset() == timedelta(0)
+
+
+def test_reset_token_round_trip(app):
+    user = User(username='susan', email='susan@example.com')
+    user.set_password('cat')
+    db.session.add(user)
+    db.session.commit()
+    token = user.get_reset_password_token()
+    assert isinstance(token, str)
+    assert User.verify_reset_password_token(token) == user

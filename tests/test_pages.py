@@ -1,0 +1,393 @@
+"""Every page, as a user sees it: what it shows, where it sends you, what it says when input is bad."""
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app import db
+from app.models import Post, User, utcnow
+from tests.conftest import PASSWORD
+
+
+def register(client, username='susan', email='susan@example.com', password=PASSWORD, **extra):
+    data = {'username': username, 'email': email, 'password': password, 'password2': password}
+    data.update(extra)
+    return client.post('/register', data=data)
+
+
+@pytest.mark.parametrize('path', ['/', '/index', '/explore', '/user/susan', '/edit_profile'])
+def test_pages_that_need_login_redirect_to_login(client, make_user, path):
+    make_user('susan')
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers['Location'].startswith('/login?next=')
+    page = client.get(response.headers['Location'])
+    assert 'Please log in to access this page.' in page.text
+
+
+@pytest.mark.parametrize('path', ['/follow/susan', '/unfollow/susan'])
+def test_follow_needs_login(client, make_user, path):
+    make_user('susan')
+    response = client.post(path)
+    assert response.headers['Location'].startswith('/login?next=')
+
+
+def test_login_page(client):
+    response = client.get('/login')
+    assert response.status_code == 200
+    assert 'Sign In' in response.text
+    assert 'href="/reset_password_request"' in response.text
+    assert 'Click to Reset It' in response.text
+
+
+def test_register_then_login(client):
+    response = register(client)
+    assert response.headers['Location'] == '/login'
+    assert 'Congratulations, you are now a registered user!' in client.get('/login').text
+    user = db.session.scalar(sa.select(User).where(User.username == 'susan'))
+    assert user.email == 'susan@example.com'
+    assert user.check_password(PASSWORD)
+
+
+def test_register_normalises_the_email_domain(client):
+    register(client, email='Susan@EXAMPLE.COM')
+    user = db.session.scalar(sa.select(User))
+    assert user.email == 'Susan@example.com'
+
+
+@pytest.mark.parametrize(
+    ('fields', 'message'),
+    [
+        ({'username': 'SUSAN'}, 'Please use a different username.'),
+        ({'email': 'SUSAN@example.com'}, 'Please use a different email address.'),
+        ({'email': 'not-an-email'}, 'Invalid email address.'),
+        ({'password2': 'something-else-entirely'}, 'Passwords must match.'),
+        ({'password': 'short', 'password2': 'short'}, 'Use at least 8 characters.'),
+        ({'password': 'password123', 'password2': 'password123'}, 'common password'),
+        ({'username': ''}, 'This field is required.'),
+        ({'username': 'has space'}, 'Use only letters, numbers, dots, dashes and underscores.'),
+        ({'username': 'x' * 65}, 'Field cannot be longer than 64 characters.'),
+    ],
+)
+def test_register_errors(client, make_user, fields, message):
+    make_user('susan', 'susan@example.com')
+    data = {
+        'username': 'other',
+        'email': 'other@example.com',
+        'password': PASSWORD,
+        'password2': PASSWORD,
+    }
+    data.update(fields)
+    response = client.post('/register', data=data)
+    assert response.status_code == 200
+    assert message in response.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
+
+
+def test_logged_in_user_is_sent_away_from_login_and_register(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    assert client.get('/login').headers['Location'] == '/index'
+    assert client.get('/register').headers['Location'] == '/index'
+
+
+def test_login_and_logout(client, make_user, auth):
+    make_user('susan')
+    response = auth.login()
+    assert response.headers['Location'] == '/index'
+    assert 'Hi, susan!' in client.get('/index').text
+    assert client.get('/logout').status_code == 200  # a page asking to confirm
+    assert client.get('/index').status_code == 200  # still logged in
+    response = auth.logout()
+    assert response.headers['Location'] == '/index'
+    assert client.get('/index').status_code == 302
+
+
+def test_login_is_case_insensitive_on_username(client, make_user, auth):
+    make_user('susan')
+    assert auth.login('SUSAN').headers['Location'] == '/index'
+
+
+@pytest.mark.parametrize(
+    ('username', 'password'),
+    [('susan', 'wrong-password-here'), ('nobody', PASSWORD), ('susan', '')],
+)
+def test_login_failures(client, make_user, username, password):
+    make_user('susan')
+    response = client.post('/login', data={'username': username, 'password': password})
+    assert response.status_code == 200
+    assert 'Invalid username or password' in response.text or 'This field is required.' in (
+        response.text
+    )
+    assert client.get('/index').status_code == 302
+
+
+def test_remember_me_sets_a_cookie(client, make_user, auth):
+    make_user('susan')
+    auth.login(remember_me=True)
+    cookie = client.get_cookie('remember_token', domain='microblog.example.com')
+    assert cookie is not None
+    assert cookie.http_only
+
+
+def test_remember_me_off_sets_no_cookie(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    assert client.get_cookie('remember_token', domain='microblog.example.com') is None
+
+
+@pytest.mark.parametrize(
+    'target',
+    [
+        'https://evil.example/',
+        '//evil.example',
+        '///evil.example',
+        '/\\evil.example',
+        '\\\\evil.example',
+        'https:evil.example',
+        'javascript:alert(1)',
+        'evil.example',
+        '/\t/evil.example',
+        '',
+    ],
+)
+def test_login_never_redirects_off_site(client, make_user, auth, target):
+    make_user('susan')
+    response = client.post(
+        '/login', query_string={'next': target}, data={'username': 'susan', 'password': PASSWORD}
+    )
+    assert response.headers['Location'] == '/index'
+
+
+def test_login_follows_next_on_site(client, make_user):
+    make_user('susan')
+    response = client.post('/login?next=/explore', data={'username': 'susan', 'password': PASSWORD})
+    assert response.headers['Location'] == '/explore'
+
+
+def test_post_appears_on_index_and_explore(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    response = client.post('/index', data={'post': 'Hello, world'})
+    assert response.headers['Location'] == '/index'
+    page = client.get('/index').text
+    assert 'Your post is now live!' in page
+    assert 'Hello, world' in page
+    assert 'Hello, world' in client.get('/explore').text
+
+
+@pytest.mark.parametrize(
+    ('body', 'message'),
+    [('x' * 141, 'Field must be between 1 and 140 characters long.'), ('   ', 'required')],
+)
+def test_bad_posts(client, make_user, auth, body, message):
+    make_user('susan')
+    auth.login()
+    response = client.post('/index', data={'post': body})
+    assert response.status_code == 200
+    assert message in response.text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Post)) == 0
+
+
+def test_index_shows_followed_and_own_posts_newest_first(client, make_user, auth):
+    susan, john, mary = make_user('susan'), make_user('john'), make_user('mary')
+    now = utcnow()
+    db.session.add_all(
+        [
+            Post(body='from john', author=john, timestamp=now - timedelta(minutes=3)),
+            Post(body='from mary', author=mary, timestamp=now - timedelta(minutes=2)),
+            Post(body='from susan', author=susan, timestamp=now - timedelta(minutes=1)),
+        ]
+    )
+    susan.follow(john)
+    db.session.commit()
+    auth.login()
+    page = client.get('/index').text
+    assert 'from mary' not in page
+    assert page.index('from susan') < page.index('from john')
+    explore = client.get('/explore').text
+    assert explore.index('from susan') < explore.index('from mary') < explore.index('from john')
+
+
+@pytest.mark.parametrize('path', ['/index', '/explore', '/user/susan'])
+def test_pagination_walks_older_and_newer(make_app, path):
+    app = make_app(POSTS_PER_PAGE=2)
+    client = app.test_client()
+    with app.app_context():
+        susan = User(username='susan', email='susan@example.com')
+        susan.set_password(PASSWORD)
+        now = utcnow()
+        db.session.add(susan)
+        db.session.add_all(
+            Post(body=f'post number {n}', author=susan, timestamp=now + timedelta(seconds=n))
+            for n in range(5)
+        )
+        db.session.commit()
+    client.post('/login', data={'username': 'susan', 'password': PASSWORD})
+
+    def shown(text):
+        found = [n for n in range(5) if f'post number {n}<' in text]
+        return sorted(found, key=lambda n: text.index(f'post number {n}<'))
+
+    page = client.get(path).text
+    assert shown(page) == [4, 3]
+    assert 'Newer posts' not in page
+    pages = [shown(page)]
+    while 'Older posts' in page:
+        page = client.get(_link(page, 'Older posts')).text
+        pages.append(shown(page))
+    assert pages == [[4, 3], [2, 1], [0]]
+    newer = _link(page, 'Newer posts')
+    assert shown(client.get(newer).text) == [2, 1]
+
+
+def _link(html, text):
+    end = html.index(text)
+    start = html.rindex('href="', 0, end) + len('href="')
+    return html[start : html.index('"', start)].replace('&amp;', '&')
+
+
+def test_profile_page(client, make_user, auth):
+    susan = make_user('susan')
+    susan.about_me = 'I like <b>cats</b>'
+    db.session.add(Post(body='a post of susan', author=susan))
+    db.session.commit()
+    make_user('john')
+    auth.login('john')
+    page = client.get('/user/susan').text
+    assert 'User: susan' in page
+    assert 'I like &lt;b&gt;cats&lt;/b&gt;' in page
+    assert 'Last seen on' in page
+    assert '0 followers, 0 following.' in page
+    assert 'a post of susan' in page
+    assert 'https://www.gravatar.com/avatar/' in page
+    assert 'value="Follow"' in page
+
+
+def test_unknown_user_is_404(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    response = client.get('/user/nobody')
+    assert response.status_code == 404
+    assert 'Not Found' in response.text
+
+
+def test_follow_and_unfollow(client, make_user, auth):
+    susan, john = make_user('susan'), make_user('john')
+    auth.login()
+    response = client.post('/follow/john')
+    assert response.headers['Location'] == '/user/john'
+    page = client.get('/user/john').text
+    assert 'You are following john!' in page
+    assert '1 followers, 0 following.' in page
+    assert 'value="Unfollow"' in page
+    assert susan.is_following(john)
+
+    client.post('/unfollow/john')
+    page = client.get('/user/john').text
+    assert 'You are not following john.' in page
+    assert '0 followers, 0 following.' in page
+    assert not susan.is_following(john)
+
+
+@pytest.mark.parametrize(
+    ('path', 'message'),
+    [
+        ('/follow/susan', 'You cannot follow yourself!'),
+        ('/unfollow/susan', 'You cannot unfollow yourself!'),
+        ('/follow/nobody', 'User nobody not found.'),
+        ('/unfollow/nobody', 'User nobody not found.'),
+    ],
+)
+def test_follow_errors(client, make_user, auth, path, message):
+    make_user('susan')
+    auth.login()
+    response = client.post(path, follow_redirects=True)
+    assert message in response.text
+
+
+def test_follow_is_not_a_get(client, make_user, auth):
+    make_user('susan')
+    make_user('john')
+    auth.login()
+    assert client.get('/follow/john').status_code == 405
+
+
+def test_edit_profile(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    page = client.get('/edit_profile').text
+    assert 'value="susan"' in page
+    response = client.post('/edit_profile', data={'username': 'susan', 'about_me': 'Hello'})
+    assert response.headers['Location'] == '/edit_profile'
+    assert 'Your changes have been saved.' in client.get('/edit_profile').text
+    assert 'Hello' in client.get('/user/susan').text
+
+    client.post('/edit_profile', data={'username': 'susanna', 'about_me': 'Hello'})
+    assert client.get('/user/susanna').status_code == 200
+
+
+@pytest.mark.parametrize(
+    ('fields', 'message'),
+    [
+        ({'username': 'john'}, 'Please use a different username.'),
+        ({'about_me': 'x' * 141}, 'Field must be between 0 and 140 characters long.'),
+        ({'username': ''}, 'This field is required.'),
+    ],
+)
+def test_edit_profile_errors(client, make_user, auth, fields, message):
+    make_user('susan')
+    make_user('john')
+    auth.login()
+    data = {'username': 'susan', 'about_me': ''}
+    data.update(fields)
+    response = client.post('/edit_profile', data=data)
+    assert response.status_code == 200
+    assert message in response.text
+
+
+def test_last_seen_is_updated(client, make_user, auth):
+    susan = make_user('susan')
+    long_ago = utcnow() - timedelta(days=30)
+    susan.last_seen = long_ago
+    db.session.commit()
+    auth.login()
+    client.get('/explore')
+    db.session.expire_all()
+    assert db.session.get(User, susan.id).last_seen > long_ago + timedelta(days=29)
+
+
+def test_404_page(client):
+    response = client.get('/no/such/page')
+    assert response.status_code == 404
+    assert 'Sorry, that page does not exist.' in response.text
+
+
+def test_500_page_rolls_back(make_app):
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+
+    @app.route('/boom')
+    def boom():
+        db.session.add(User(username='ghost', email='ghost@example.com'))
+        db.session.flush()
+        raise RuntimeError('boom')
+
+    response = app.test_client().get('/boom')
+    assert response.status_code == 500
+    assert 'An unexpected error has occurred' in response.text
+    with app.app_context():
+        assert db.session.scalar(sa.select(User).where(User.username == 'ghost')) is None
+
+
+def test_missing_csrf_token_is_a_clean_400(make_app):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    response = app.test_client().post('/login', data={'username': 'susan', 'password': PASSWORD})
+    assert response.status_code == 400
+    assert 'The CSRF token is missing.' in response.text
+
+
+def test_405_page_is_clean(client):
+    response = client.delete('/login')
+    assert response.status_code == 405
+    assert 'Method Not Allowed' in response.text
