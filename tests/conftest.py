@@ -145,7 +145,7 @@ def auth(client):
 
 
 class Outbox(UserList):
-    """The messages Flask-Mail dispatched (its record_messages list), sent by the delivery worker."""
+    """What Flask-Mail dispatched (its record_messages list), sent by the delivery worker."""
 
     def __init__(self, app, recorded):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Every page, as a user sees it: what it shows, where it sends you, what it says when input is bad."""
+"""Every page as a user sees it: what it shows, where it sends you, what it says to bad input."""
 
 from datetime import timedelta
 
