@@ -1,0 +1,110 @@
+"""A real SMTP server (aiosmtpd) on a free loopback port, scriptable for failures."""
+
+import email
+import email.policy
+import socket
+import threading
+from dataclasses import dataclass
+
+from aiosmtpd.controller import Controller
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list
+    message: email.message.EmailMessage
+
+    def part(self, content_type):
+        """The decoded body of the part with this content type."""
+        for part in self.message.walk():
+            if part.get_content_type() == content_type:
+                return part.get_content()
+        raise LookupError(content_type)
+
+
+class RecordingHandler:
+    """Keeps every message; answers DATA from a script first (e.g. '451 try later')."""
+
+    def __init__(self):
+        self.messages = []
+        self.connections = 0
+        self.data_attempts = 0
+        self.script = []
+        self.lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        with self.lock:
+            self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        with self.lock:
+            self.data_attempts += 1
+            answer = self.script.pop(0) if self.script else '250 Message accepted'
+            if not answer.startswith('250'):
+                return answer
+            message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        return answer
+
+
+class MailServer:
+    """An aiosmtpd server on 127.0.0.1; start() and stop() may be called more than once."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.handler = RecordingHandler()
+        self.controller = None
+
+    @property
+    def messages(self):
+        return self.handler.messages
+
+    def start(self):
+        self.controller = Controller(self.handler, hostname='127.0.0.1', port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self):
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+class HangUpServer:
+    """A TCP server that accepts connections and closes them at once, like a crashing server."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.accepted = 0
+        self._sock = socket.create_server(('127.0.0.1', self.port))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            connection.close()
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()

@@ -1,0 +1,144 @@
+"""Email over real SMTP, the `flask mail test` command, and the mail settings."""
+
+import smtplib
+import ssl
+
+import pytest
+
+import config
+from app import create_app
+from app.email import SMTPConnection
+from tests.conftest import TestConfig
+from tests.mailserver import MailServer, free_port
+
+
+@pytest.fixture
+def smtp_server():
+    """A real aiosmtpd server on a free loopback port."""
+    server = MailServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_app(make_app, smtp_server):
+    """An app that really sends, to the test's SMTP server."""
+    return make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=smtp_server.port)
+
+
+def test_reset_email_over_real_smtp(smtp_app, smtp_server, make_user):
+    with smtp_app.app_context():
+        make_user('susan')
+    client = smtp_app.test_client()
+    client.post('/reset_password_request', data={'email': 'susan@example.com'})
+    smtp_app.extensions['mail_delivery'].flush()
+
+    assert len(smtp_server.messages) == 1
+    received = smtp_server.messages[0]
+    assert received.rcpt_tos == ['susan@example.com']
+    assert received.message['To'] == 'susan@example.com'
+    assert received.message['From'] == 'no-reply@example.com'
+    assert received.message['Subject'] == '[Microblog] Reset Your Password'
+    text = received.part('text/plain')
+    html = received.part('text/html')
+    assert 'Dear susan' in text and 'Dear susan' in html
+    link = next(word for word in text.split() if '/reset_password/' in word)
+    assert link.startswith('https://microblog.example.com/reset_password/')
+    assert link in html
+
+
+def test_mail_test_command_prints_the_conversation(smtp_app, smtp_server):
+    result = smtp_app.test_cli_runner().invoke(args=['mail', 'test', 'admin@example.com'])
+    assert result.exit_code == 0, result.output
+    assert f'Connecting to 127.0.0.1:{smtp_server.port}' in result.output
+    assert 'accepted the message for admin@example.com' in result.output
+    assert smtp_server.messages[0].rcpt_tos == ['admin@example.com']
+    assert 'retcode (250)' in result.stderr  # the server's own words, as smtplib saw them
+
+
+def test_mail_test_command_says_why_it_cannot_connect(make_app):
+    port = free_port()
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    result = app.test_cli_runner().invoke(args=['mail', 'test', 'admin@example.com'])
+    assert result.exit_code != 0
+    assert f'Could not send through 127.0.0.1:{port}' in result.output
+    assert 'ConnectionRefusedError' in result.output
+
+
+def test_smtp_connection_has_a_timeout(smtp_app, smtp_server):
+    with smtp_app.app_context(), SMTPConnection(smtp_app.extensions['mail']) as connection:
+        assert connection.host.sock.gettimeout() == smtp_app.config['MAIL_TIMEOUT']
+
+
+def test_starttls_verifies_the_certificate(make_app, smtp_server, monkeypatch):
+    seen = {}
+
+    def fake_starttls(self, *, context=None):
+        seen['context'] = context
+        raise smtplib.SMTPNotSupportedError('stop here')
+
+    monkeypatch.setattr(smtplib.SMTP, 'starttls', fake_starttls)
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=smtp_server.port,
+        MAIL_USE_TLS=True,
+    )
+    with app.app_context(), pytest.raises(smtplib.SMTPNotSupportedError):
+        SMTPConnection(app.extensions['mail']).configure_host()
+    assert seen['context'].verify_mode == ssl.CERT_REQUIRED
+    assert seen['context'].check_hostname
+
+
+@pytest.mark.parametrize(
+    ('value', 'expected'),
+    [
+        ('1', True),
+        ('true', True),
+        ('Yes', True),
+        ('on', True),
+        ('0', False),
+        ('false', False),
+        ('no', False),
+        ('OFF', False),
+        ('', False),
+    ],
+)
+def test_boolean_settings_parse_strictly(monkeypatch, value, expected):
+    monkeypatch.setenv('MAIL_USE_TLS', value)
+    assert config.env_bool('MAIL_USE_TLS') is expected
+
+
+def test_a_boolean_setting_that_is_not_one_is_an_error(monkeypatch):
+    monkeypatch.setenv('MAIL_USE_TLS', 'maybe')
+    with pytest.raises(ValueError, match='MAIL_USE_TLS'):
+        config.env_bool('MAIL_USE_TLS')
+
+
+def test_tls_and_ssl_together_refuse_to_start(database_url):
+    settings = type('Both', (TestConfig,), {'MAIL_USE_TLS': True, 'MAIL_USE_SSL': True})
+    settings.SQLALCHEMY_DATABASE_URI = database_url
+    with pytest.raises(RuntimeError, match='MAIL_USE_TLS and MAIL_USE_SSL are both on'):
+        create_app(settings)
+
+
+def production_config(database_url, **overrides):
+    values = {'TESTING': False, 'SQLALCHEMY_DATABASE_URI': database_url, **overrides}
+    return type('Production', (TestConfig,), values)
+
+
+def test_production_refuses_the_development_secret_key(database_url):
+    settings = production_config(database_url, SECRET_KEY=config.DEV_SECRET_KEY)
+    with pytest.raises(RuntimeError, match='SECRET_KEY is not set.*secrets.token_hex'):
+        create_app(settings)
+
+
+def test_production_refuses_to_start_without_server_name(database_url):
+    settings = production_config(database_url, SERVER_NAME=None)
+    with pytest.raises(RuntimeError, match='SERVER_NAME is not set'):
+        create_app(settings)
+
+
+def test_sender_falls_back_to_the_first_admin(make_app):
+    app = make_app(MAIL_DEFAULT_SENDER=None, ADMINS=['boss@example.com', 'other@example.com'])
+    assert app.config['MAIL_DEFAULT_SENDER'] == 'boss@example.com'
