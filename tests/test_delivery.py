@@ -1,0 +1,382 @@
+"""Email that is never lost: the outbox, retries, claims, the thread worker, RQ, the commands."""
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app import db
+from app.email import deliver_pending, send_email
+from app.models import OutboundEmail, utcnow
+from tests.conftest import TEST_REDIS_URL
+from tests.mailserver import HangUpServer, MailServer, free_port
+
+
+def queue_messages(count, prefix='message'):
+    """Store ``count`` messages through send_email, as a view would."""
+    for number in range(count):
+        send_email(
+            f'{prefix} {number}',
+            'no-reply@example.com',
+            [f'user{number}@example.com'],
+            f'text {number}',
+            f'<p>html {number}</p>',
+        )
+
+
+def rows():
+    db.session.expire_all()
+    return db.session.scalars(sa.select(OutboundEmail).order_by(OutboundEmail.id)).all()
+
+
+def later(seconds):
+    return utcnow() + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def port():
+    """A free port for an SMTP server that is not started yet."""
+    return free_port()
+
+
+@pytest.fixture
+def manual_app(make_app, port):
+    """An app that really sends to 127.0.0.1:<port>, delivering only when the test says."""
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='none',
+        MAIL_MAX_ATTEMPTS=3,
+        MAIL_RETRY_BACKOFF=30,
+    )
+    with app.app_context():
+        yield app
+
+
+def test_server_down_then_up_every_message_arrives_once(manual_app, port):
+    queue_messages(20)
+    report = deliver_pending()
+    assert len(report.retrying) == 20
+    for row in rows():
+        assert (row.status, row.attempts) == ('pending', 1)
+        assert 'ConnectionRefusedError' in row.last_error
+        assert row.next_attempt_at > utcnow()
+
+    server = MailServer(port).start()
+    try:
+        assert deliver_pending().attempted == 0  # nothing is due yet
+        report = deliver_pending(now=later(31))
+        assert len(report.sent) == 20
+        subjects = sorted(received.message['Subject'] for received in server.messages)
+        assert subjects == sorted(f'message {number}' for number in range(20))
+        assert {row.status for row in rows()} == {'sent'}
+        assert all(row.sent_at is not None for row in rows())
+        assert deliver_pending(now=later(3600)).attempted == 0
+        assert len(server.messages) == 20
+    finally:
+        server.stop()
+
+
+def test_a_batch_goes_over_one_connection(manual_app, port):
+    server = MailServer(port).start()
+    try:
+        queue_messages(20)
+        assert len(deliver_pending().sent) == 20
+        assert server.handler.connections == 1
+        assert len(server.messages) == 20
+    finally:
+        server.stop()
+
+
+def test_temporary_refusal_is_retried_then_arrives(manual_app, port):
+    server = MailServer(port).start()
+    server.handler.script = ['451 Try again later', '451 Try again later']
+    try:
+        queue_messages(1)
+        assert len(deliver_pending().retrying) == 1
+        assert '451 Try again later' in rows()[0].last_error
+        assert len(deliver_pending(now=later(31)).retrying) == 1  # backoff doubled: 60 s
+        assert deliver_pending(now=later(61)).attempted == 0
+        assert len(deliver_pending(now=later(91)).sent) == 1
+        assert rows()[0].attempts == 3
+        assert len(server.messages) == 1
+    finally:
+        server.stop()
+
+
+def test_after_the_last_attempt_it_fails_and_retry_sends_it(manual_app, port, caplog):
+    server = MailServer(port).start()
+    server.handler.script = ['451 Try again later'] * 3
+    try:
+        queue_messages(1)
+        deliver_pending()
+        deliver_pending(now=later(31))
+        with caplog.at_level(logging.ERROR):
+            assert len(deliver_pending(now=later(200)).failed) == 1
+        assert (rows()[0].status, rows()[0].attempts) == ('failed', 3)
+        assert any(
+            'user0@example.com' in record.getMessage() and record.levelno == logging.ERROR
+            for record in caplog.records
+        )
+        assert deliver_pending(now=later(99999)).attempted == 0
+
+        result = manual_app.test_cli_runner().invoke(args=['mail', 'retry'])
+        assert '1 failed message(s) queued again.' in result.output
+        assert (rows()[0].status, rows()[0].attempts) == ('pending', 0)
+        assert len(deliver_pending().sent) == 1
+        assert len(server.messages) == 1
+    finally:
+        server.stop()
+
+
+def test_permanent_refusal_fails_at_once(manual_app, port):
+    server = MailServer(port).start()
+    server.handler.script = ['550 No such mailbox']
+    try:
+        queue_messages(1)
+        assert len(deliver_pending().failed) == 1
+        row = rows()[0]
+        assert (row.status, row.attempts) == ('failed', 1)
+        assert '550 No such mailbox' in row.last_error
+        deliver_pending(now=later(99999))
+        assert server.handler.data_attempts == 1
+    finally:
+        server.stop()
+
+
+def test_dropped_connection_is_retried(manual_app, port):
+    hang_up = HangUpServer(port).start()
+    try:
+        queue_messages(2)
+        report = deliver_pending()
+        assert len(report.retrying) == 2
+        assert hang_up.accepted >= 1
+        assert 'SMTPServerDisconnected' in rows()[0].last_error
+    finally:
+        hang_up.stop()
+    server = MailServer(port).start()
+    try:
+        assert len(deliver_pending(now=later(31)).sent) == 2
+    finally:
+        server.stop()
+
+
+def test_a_stale_claim_is_taken_over_and_a_live_one_is_left(manual_app, port):
+    server = MailServer(port).start()
+    try:
+        queue_messages(2)
+        stale, live = rows()
+        db.session.execute(
+            sa.update(OutboundEmail)
+            .where(OutboundEmail.id == stale.id)
+            .values(status='sending', claimed_by='dead:1', claimed_until=later(-1))
+        )
+        db.session.execute(
+            sa.update(OutboundEmail)
+            .where(OutboundEmail.id == live.id)
+            .values(status='sending', claimed_by='alive:2', claimed_until=later(300))
+        )
+        db.session.commit()
+        report = deliver_pending()
+        assert report.sent == [stale.id]
+        assert [row.status for row in rows()] == ['sent', 'sending']
+    finally:
+        server.stop()
+
+
+def test_two_workers_send_every_message_exactly_once(manual_app, port):
+    server = MailServer(port).start()
+    try:
+        queue_messages(60)
+        manual_app.config['MAIL_BATCH_SIZE'] = 5
+        errors = []
+
+        def work():
+            with manual_app.app_context():
+                try:
+                    for _ in range(20):
+                        deliver_pending()
+                except Exception as exc:  # noqa: BLE001 - reported to the test below
+                    errors.append(exc)
+                finally:
+                    db.session.remove()
+
+        workers = [threading.Thread(target=work) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert errors == []
+        subjects = [received.message['Subject'] for received in server.messages]
+        assert len(subjects) == 60
+        assert len(set(subjects)) == 60
+        assert {row.status for row in rows()} == {'sent'}
+    finally:
+        server.stop()
+
+
+def test_status_and_send_pending_commands(manual_app, port):
+    queue_messages(2)
+    runner = manual_app.test_cli_runner()
+    result = runner.invoke(args=['mail', 'send-pending'])
+    assert 'sent 0, to retry 2, failed 0' in result.output
+    result = runner.invoke(args=['mail', 'status'])
+    assert 'pending  2' in result.output
+    assert 'oldest pending: #' in result.output
+    assert 'ConnectionRefusedError' in result.output
+    server = MailServer(port).start()
+    try:
+        db.session.execute(sa.update(OutboundEmail).values(next_attempt_at=later(-1)))
+        db.session.commit()
+        result = runner.invoke(args=['mail', 'send-pending'])
+        assert 'sent 2, to retry 0, failed 0' in result.output
+        assert 'sent     2' in runner.invoke(args=['mail', 'status']).output
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def thread_app(make_app, port):
+    """An app with the default in-process delivery worker, sending to 127.0.0.1:<port>."""
+    return make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+
+
+def delivery_threads():
+    return [t for t in threading.enumerate() if t.name == 'microblog-mail-delivery']
+
+
+def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
+    server = MailServer(port).start()
+    try:
+        client = thread_app.test_client()
+        before = threading.active_count()
+        for number in range(50):
+            client.post('/reset_password_request', data={'email': f'n{number}@example.com'})
+        assert len(delivery_threads()) == 1
+        assert threading.active_count() <= before + 1
+        with thread_app.app_context():
+            queue_messages(10)
+        thread_app.extensions['mail_delivery'].flush()
+        assert len(server.messages) == 10
+    finally:
+        server.stop()
+    thread_app.extensions['mail_delivery'].stop()
+    assert delivery_threads() == []
+
+
+def test_thread_worker_logs_a_failure_with_the_recipient(thread_app, caplog):
+    with caplog.at_level(logging.WARNING), thread_app.app_context():
+        queue_messages(1)
+        thread_app.extensions['mail_delivery'].flush()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any('user0@example.com' in text and 'ConnectionRefused' in text for text in warnings)
+
+
+def test_a_new_process_delivers_what_a_stopped_one_left(make_app, port):
+    first = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    with first.app_context():
+        queue_messages(5)
+        first.extensions['mail_delivery'].flush()
+    first.extensions['mail_delivery'].stop()
+    with first.app_context():
+        assert [row.status for row in rows()] == ['pending'] * 5
+        db.session.execute(sa.update(OutboundEmail).values(next_attempt_at=later(-1)))
+        db.session.commit()
+
+    server = MailServer(port).start()
+    try:
+        second = make_app(
+            create_tables=False, MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port
+        )
+        second.test_client().get('/login')  # the first request starts the worker
+        second.extensions['mail_delivery'].flush()
+        assert len(server.messages) == 5
+        with second.app_context():
+            assert {row.status for row in rows()} == {'sent'}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def rq_app(make_app, port):
+    """An app whose email goes through RQ, on a queue of its own in the test Redis."""
+    if not TEST_REDIS_URL:
+        pytest.skip('TEST_REDIS_URL is not set: the RQ tests need a Redis server')
+    from redis import Redis
+    from rq import Queue
+
+    name = f'test-mail-{uuid.uuid4().hex[:8]}'
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='rq',
+        REDIS_URL=TEST_REDIS_URL,
+        MAIL_RQ_QUEUE=name,
+    )
+    connection = Redis.from_url(TEST_REDIS_URL)
+    queue = Queue(name, connection=connection)
+    app.rq_queue = queue
+    yield app
+    for registry in (queue.scheduled_job_registry, queue.failed_job_registry):
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id, delete_job=True)
+    queue.delete(delete_jobs=True)
+    connection.close()
+
+
+def run_worker(app):
+    from rq import SimpleWorker
+
+    with app.app_context():
+        worker = SimpleWorker([app.rq_queue], connection=app.rq_queue.connection)
+        worker.work(burst=True, with_scheduler=False)
+
+
+def test_rq_delivers_a_reset_email_end_to_end(rq_app, port, make_user):
+    with rq_app.app_context():
+        make_user('susan')
+    server = MailServer(port).start()
+    try:
+        rq_app.test_client().post('/reset_password_request', data={'email': 'susan@example.com'})
+        assert delivery_threads() == []  # the web process starts no delivery thread
+        assert rq_app.rq_queue.count == 1
+        run_worker(rq_app)
+        assert [received.rcpt_tos for received in server.messages] == [['susan@example.com']]
+        assert 'Dear susan' in server.messages[0].part('text/plain')
+    finally:
+        server.stop()
+
+
+def test_rq_retries_when_the_server_comes_back(rq_app, port):
+    with rq_app.app_context():
+        queue_messages(3)
+        run_worker(rq_app)
+        assert [row.status for row in rows()] == ['pending'] * 3
+        # the worker scheduled the next pass for when the retry is due
+        assert len(rq_app.rq_queue.scheduled_job_registry.get_job_ids()) >= 1
+        db.session.execute(sa.update(OutboundEmail).values(next_attempt_at=later(-1)))
+        db.session.commit()
+    server = MailServer(port).start()
+    try:
+        rq_app.extensions['mail_delivery'].notify()
+        run_worker(rq_app)
+        assert len(server.messages) == 3
+    finally:
+        server.stop()
+
+
+def test_rq_worker_command_uses_the_app(rq_app, port):
+    server = MailServer(port).start()
+    try:
+        with rq_app.app_context():
+            queue_messages(2)
+        result = rq_app.test_cli_runner().invoke(args=['mail', 'worker', '--burst'])
+        assert result.exit_code == 0, result.output
+        assert len(server.messages) == 2
+    finally:
+        server.stop()
