@@ -90,7 +90,8 @@ def check_config(app):
         config['PREFERRED_URL_SCHEME'] = 'http' if app.debug else 'https'
     if config['SESSION_COOKIE_SECURE'] is None:
         config['SESSION_COOKIE_SECURE'] = not app.debug
-    config.setdefault('REMEMBER_COOKIE_SECURE', config['SESSION_COOKIE_SECURE'])
+    if config.get('REMEMBER_COOKIE_SECURE') is None:
+        config['REMEMBER_COOKIE_SECURE'] = config['SESSION_COOKIE_SECURE']
     if relaxed:
         if not config['SERVER_NAME']:
             config['SERVER_NAME'] = '127.0.0.1:5000'

@@ -9,8 +9,9 @@ from zxcvbn import zxcvbn
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
-# zxcvbn's cost grows with the length; the first 100 characters tell enough.
-STRENGTH_CHECK_LENGTH = 100
+# zxcvbn refuses more than 72 characters (and its cost grows with the length);
+# the first 72 tell enough about how guessable a password is.
+STRENGTH_CHECK_LENGTH = 72
 MIN_STRENGTH_SCORE = 2
 
 CONTENT_SECURITY_POLICY = '; '.join(

@@ -1,4 +1,5 @@
 from flask import render_template
+from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from app import db
@@ -25,6 +26,9 @@ def internal_error(error):
 def http_error(error):
     """Every other 4xx (bad request, missing CSRF token, too large...) gets a clean page."""
     if error.code is None or error.code < 400:
+        return error
+    if request_ctx.url_adapter is None:
+        # A Host outside TRUSTED_HOSTS: no URL can be built, so no page with links.
         return error
     if error.code >= 500:
         db.session.rollback()
