@@ -29,11 +29,17 @@ class PostPage:
         self.older_id = older_id
 
 
+def _post_id(name):
+    """A post id from the query string, or None when it is missing or cannot be one."""
+    value = request.args.get(name, type=int)
+    return value if value is not None and 0 < value < 2**63 else None
+
+
 def paginate_posts(query):
     """Cut ``query`` (a select of Post, newest first) into the page asked for by the URL."""
     per_page = current_app.config['POSTS_PER_PAGE']
-    before = request.args.get('before', type=int)
-    after = request.args.get('after', type=int)
+    before = _post_id('before')
+    after = _post_id('after')
     anchor_id = after if after is not None else before
     anchor = None
     if anchor_id is not None:
