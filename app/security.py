@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from flask import request
+from flask import abort, request
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 from zxcvbn import zxcvbn
@@ -36,7 +36,16 @@ NO_STORE_ENDPOINTS = {
 
 
 def init_security(app):
-    """Send the security headers on every response."""
+    """Refuse NUL characters, and send the security headers on every response."""
+
+    @app.before_request
+    def refuse_nul_characters():
+        # No field takes one, and PostgreSQL cannot even compare text with one.
+        values = [*(request.view_args or {}).values(), *request.args.values()]
+        if request.method in ('POST', 'PUT', 'PATCH'):
+            values += [value for _, items in request.form.lists() for value in items]
+        if any('\x00' in str(value) for value in values):
+            abort(400, description='The request contains a NUL character, which no field accepts.')
 
     @app.after_request
     def set_security_headers(response):
