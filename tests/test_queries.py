@@ -96,6 +96,9 @@ def explain(statement, parameters):
     if db.engine.dialect.name == 'sqlite':
         rows = connection.exec_driver_sql('EXPLAIN QUERY PLAN ' + statement, parameters)
         return ' | '.join(str(row[-1]) for row in rows)
+    # A table of a few thousand rows is small enough for PostgreSQL to prefer a
+    # sequential scan; with that option off, the plan shows which indexes serve.
+    connection.exec_driver_sql('SET LOCAL enable_seqscan = off')
     rows = connection.exec_driver_sql('EXPLAIN ' + statement, parameters)
     return ' | '.join(str(row[0]) for row in rows)
 
@@ -120,7 +123,7 @@ def test_post_listings_use_indexes(app, make_user, auth, client, path):
         assert 'USING INDEX' in plan or 'USING COVERING INDEX' in plan, plan
         assert not re.search(r'SCAN post(?! USING)', plan), plan
     else:
-        assert 'Index' in plan, plan
+        assert 'ix_post_' in plan, plan
         assert 'Seq Scan on post' not in plan, plan
 
 

@@ -35,9 +35,30 @@ def _post_id(name):
     return value if value is not None and 0 < value < 2**63 else None
 
 
+def _fetch_posts(conditions, newest_first, limit):
+    """Up to ``limit`` posts matching ``conditions``, with their authors, in one statement.
+
+    The inner select finds the ids from the indexes alone, so only the rows shown
+    are read from the table, however many posts match.
+    """
+    if newest_first:
+        order = (Post.timestamp.desc(), Post.id.desc())
+    else:
+        order = (Post.timestamp.asc(), Post.id.asc())
+    ids = sa.select(Post.id).where(*conditions).order_by(*order).limit(limit)
+    query = (
+        sa.select(Post)
+        .options(so.joinedload(Post.author))
+        .where(Post.id.in_(ids.scalar_subquery()))
+        .order_by(*order)
+    )
+    return list(db.session.scalars(query))
+
+
 def paginate_posts(query):
     """Cut ``query`` (a select of Post, newest first) into the page asked for by the URL."""
     per_page = current_app.config['POSTS_PER_PAGE']
+    conditions = [query.whereclause] if query.whereclause is not None else []
     before = _post_id('before')
     after = _post_id('after')
     anchor_id = after if after is not None else before
@@ -47,7 +68,7 @@ def paginate_posts(query):
             sa.select(Post.timestamp, Post.id).where(Post.id == anchor_id)
         ).first()
     if anchor is None:
-        rows = list(db.session.scalars(query.limit(per_page + 1)).unique())
+        rows = _fetch_posts(conditions, True, per_page + 1)
         has_older = len(rows) > per_page
         items = rows[:per_page]
         has_newer = False
@@ -56,8 +77,7 @@ def paginate_posts(query):
             Post.timestamp > anchor.timestamp,
             sa.and_(Post.timestamp == anchor.timestamp, Post.id > anchor.id),
         )
-        ascending = query.where(newer).order_by(None).order_by(Post.timestamp.asc(), Post.id.asc())
-        rows = list(db.session.scalars(ascending.limit(per_page + 1)).unique())
+        rows = _fetch_posts([*conditions, newer], False, per_page + 1)
         has_newer = len(rows) > per_page
         items = list(reversed(rows[:per_page]))
         has_older = True
@@ -66,7 +86,7 @@ def paginate_posts(query):
             Post.timestamp < anchor.timestamp,
             sa.and_(Post.timestamp == anchor.timestamp, Post.id < anchor.id),
         )
-        rows = list(db.session.scalars(query.where(older).limit(per_page + 1)).unique())
+        rows = _fetch_posts([*conditions, older], True, per_page + 1)
         has_older = len(rows) > per_page
         items = rows[:per_page]
         has_newer = True
