@@ -37,6 +37,15 @@ def payload_of(token):
     return json.loads(base64.urlsafe_b64decode(body + '=' * (-len(body) % 4)))
 
 
+def add_susan():
+    """Create the account the tests aim at, in the current app context."""
+    user = User(username='susan', email='susan@example.com')
+    user.set_password(PASSWORD)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
 # Tokens
 
 
@@ -61,10 +70,7 @@ def test_the_payload_holds_nothing_secret(make_user):
 def test_key_rotation_keeps_links_and_sessions(make_app):
     old_app = make_app(SECRET_KEY=OLD_KEY)
     with old_app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        user = add_susan()
         old_token = user.get_reset_password_token()
     old_client = old_app.test_client()
     old_client.post('/login', data={'username': 'susan', 'password': PASSWORD})
@@ -89,10 +95,7 @@ def test_key_rotation_keeps_links_and_sessions(make_app):
 def test_concurrent_submissions_change_the_password_once(make_app):
     app = make_app()
     with app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        user = add_susan()
         token = user.get_reset_password_token()
     clients = [app.test_client() for _ in range(4)]
     for client in clients:
@@ -226,10 +229,7 @@ def test_debug_mode_allows_cookies_over_http(make_app):
 def test_a_reset_logs_out_every_session_and_remember_cookie(make_app):
     app = make_app()
     with app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        user = add_susan()
         token = user.get_reset_password_token()
     logged_in = app.test_client()
     logged_in.post('/login', data={'username': 'susan', 'password': PASSWORD})
@@ -363,10 +363,7 @@ def test_reset_requests_per_address_get_a_429_page(limited_app):
 
 def test_reset_emails_per_address_are_limited_silently(limited_app):
     with limited_app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        add_susan()
     from app import mail
 
     with mail.record_messages() as outbox:
@@ -382,10 +379,7 @@ def test_reset_emails_per_address_are_limited_silently(limited_app):
 
 def test_failed_logins_per_username_are_limited(limited_app):
     with limited_app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        add_susan()
     answers = []
     for number in range(5):
         client = client_from(limited_app, f'10.0.1.{number}')
@@ -397,10 +391,7 @@ def test_failed_logins_per_username_are_limited(limited_app):
 
 def test_successful_logins_do_not_count_against_the_username(limited_app):
     with limited_app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        add_susan()
     for number in range(5):
         client = client_from(limited_app, f'10.0.2.{number}')
         response = client.post('/login', data={'username': 'susan', 'password': PASSWORD})
@@ -462,10 +453,7 @@ def count_statements(app):
 def test_reset_request_does_the_same_work_for_known_and_unknown(make_app):
     app = make_app(MAIL_QUEUE='none')
     with app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
-        db.session.commit()
+        add_susan()
     results = {}
     for address in ('susan@example.com', 'nobody@example.com'):
         client = app.test_client()

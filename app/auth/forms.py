@@ -26,6 +26,18 @@ def username_taken(username):
     return db.session.scalar(query) is not None
 
 
+def username_field():
+    """The username field of registration and profile forms."""
+    return StringField(
+        'Username',
+        validators=[
+            DataRequired(),
+            Length(max=64),
+            Regexp(USERNAME_PATTERN, message=USERNAME_MESSAGE),
+        ],
+    )
+
+
 class LoginForm(FlaskForm):
     username = StringField('Username', validators=[DataRequired(), Length(max=64)])
     password = PasswordField(
@@ -36,14 +48,7 @@ class LoginForm(FlaskForm):
 
 
 class RegistrationForm(FlaskForm):
-    username = StringField(
-        'Username',
-        validators=[
-            DataRequired(),
-            Length(max=64),
-            Regexp(USERNAME_PATTERN, message=USERNAME_MESSAGE),
-        ],
-    )
+    username = username_field()
     email = StringField('Email', validators=[DataRequired(), Length(max=120), Email()])
     password = PasswordField(
         'Password', validators=[DataRequired(), StrongPassword('username', 'email')]

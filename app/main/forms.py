@@ -1,19 +1,12 @@
 from flask_wtf import FlaskForm
-from wtforms import StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, Regexp, ValidationError
+from wtforms import SubmitField, TextAreaField
+from wtforms.validators import DataRequired, Length, ValidationError
 
-from app.auth.forms import USERNAME_MESSAGE, USERNAME_PATTERN, username_taken
+from app.auth.forms import username_field, username_taken
 
 
 class EditProfileForm(FlaskForm):
-    username = StringField(
-        'Username',
-        validators=[
-            DataRequired(),
-            Length(max=64),
-            Regexp(USERNAME_PATTERN, message=USERNAME_MESSAGE),
-        ],
-    )
+    username = username_field()
     about_me = TextAreaField('About me', validators=[Length(min=0, max=140)])
     submit = SubmitField('Submit')
 

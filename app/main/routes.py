@@ -187,9 +187,8 @@ def edit_profile():
     return render_template('edit_profile.html', title='Edit Profile', form=form)
 
 
-@bp.route('/follow/<username>', methods=['POST'])
-@login_required
-def follow(username):
+def change_following(username, follow):
+    """Follow or unfollow ``username`` for the current user, from a POST form with CSRF."""
     form = EmptyForm()
     if not form.validate_on_submit():
         return redirect(url_for('main.index'))
@@ -198,28 +197,26 @@ def follow(username):
         flash(f'User {username} not found.')
         return redirect(url_for('main.index'))
     if user == current_user:
-        flash('You cannot follow yourself!')
+        flash('You cannot follow yourself!' if follow else 'You cannot unfollow yourself!')
         return redirect(url_for('main.user', username=username))
-    current_user.follow(user)
+    if follow:
+        current_user.follow(user)
+        message = f'You are following {username}!'
+    else:
+        current_user.unfollow(user)
+        message = f'You are not following {username}.'
     db.session.commit()
-    flash(f'You are following {username}!')
+    flash(message)
     return redirect(url_for('main.user', username=username))
+
+
+@bp.route('/follow/<username>', methods=['POST'])
+@login_required
+def follow(username):
+    return change_following(username, follow=True)
 
 
 @bp.route('/unfollow/<username>', methods=['POST'])
 @login_required
 def unfollow(username):
-    form = EmptyForm()
-    if not form.validate_on_submit():
-        return redirect(url_for('main.index'))
-    user = db.session.scalar(sa.select(User).where(User.username == username))
-    if user is None:
-        flash(f'User {username} not found.')
-        return redirect(url_for('main.index'))
-    if user == current_user:
-        flash('You cannot unfollow yourself!')
-        return redirect(url_for('main.user', username=username))
-    current_user.unfollow(user)
-    db.session.commit()
-    flash(f'You are not following {username}.')
-    return redirect(url_for('main.user', username=username))
+    return change_following(username, follow=False)
