@@ -81,7 +81,7 @@ class ResetPasswordForm(FlaskForm):
         'Repeat Password',
         validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
     )
-    submit = SubmitField('Request Password Reset')
+    submit = SubmitField('Set New Password')
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -151,7 +151,7 @@ def test_forgot_password(browser, page, camera, mail_server, live_server):
     camera.shoot(page, 'reset-form')
     page.get_by_label('Password', exact=True).fill(NEW_PASSWORD)
     page.get_by_label('Repeat Password').fill(NEW_PASSWORD)
-    page.get_by_role('button', name='Request Password Reset').click()
+    page.get_by_role('button', name='Set New Password').click()
     page.wait_for_url('**/login')
     assert page.get_by_text('Your password has been reset.').is_visible()
     camera.shoot(page, 'password-reset')
