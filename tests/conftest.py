@@ -168,3 +168,13 @@ def outbox(app):
 def links_in(text):
     """Every http(s) URL in a text."""
     return re.findall(r'https?://[^\s"<>]+', text)
+
+
+def pytest_report_header(config):
+    """Say which optional servers this run uses, and how to add the others."""
+    return [
+        'PostgreSQL: '
+        + (TEST_DATABASE_URL or 'not used (set TEST_DATABASE_URL to run every test on it too)'),
+        'Redis: '
+        + (TEST_REDIS_URL or 'not used (set TEST_REDIS_URL to run the RQ and limit tests)'),
+    ]
