@@ -5,17 +5,47 @@ import os
 import queue
 from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler, SMTPHandler
 
+import flask_login
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_login import LoginManager
+from flask_login.signals import user_loaded_from_cookie
+from flask_login.utils import decode_cookie
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 
 from config import DEV_SECRET_KEY, Config
+
+
+class LoginManager(flask_login.LoginManager):
+    """Flask-Login's manager, also accepting remember-me cookies signed with a fallback key.
+
+    Flask-Login signs the cookie with SECRET_KEY alone, so without this a key
+    rotation would log out everyone who chose "remember me". (Flask-Login 0.6.3
+    is pinned: this overrides its cookie loader.)
+    """
+
+    def _load_user_from_remember_cookie(self, cookie):
+        user = super()._load_user_from_remember_cookie(cookie)
+        if user is not None:
+            return user
+        for key in current_app.config.get('SECRET_KEY_FALLBACKS') or []:
+            user_id = decode_cookie(cookie, key=key)
+            if user_id is None:
+                continue
+            user = self._user_callback(user_id)
+            if user is None:
+                return None
+            session['_user_id'] = user_id
+            session['_fresh'] = False
+            session['_remember'] = 'set'  # re-issue the cookie under the current key
+            user_loaded_from_cookie.send(current_app._get_current_object(), user=user)
+            return user
+        return None
+
 
 db = SQLAlchemy()
 migrate = Migrate()

@@ -67,7 +67,7 @@ def test_the_payload_holds_nothing_secret(make_user):
         assert part not in json.dumps(payload)
 
 
-def test_key_rotation_keeps_links_and_sessions(make_app):
+def test_key_rotation_keeps_links_sessions_and_remember_cookies(make_app):
     old_app = make_app(SECRET_KEY=OLD_KEY)
     with old_app.app_context():
         user = add_susan()
@@ -86,7 +86,20 @@ def test_key_rotation_keeps_links_and_sessions(make_app):
     client.set_cookie('session', session_cookie.value, domain='microblog.example.com')
     assert client.get('/index').status_code == 200  # the old session still works
 
+    remembered = old_app.test_client()
+    remembered.post('/login', data={'username': 'susan', 'password': PASSWORD, 'remember_me': 'y'})
+    remember = remembered.get_cookie('remember_token', domain='microblog.example.com')
+    client = rotated.test_client()
+    client.set_cookie('remember_token', remember.value, domain='microblog.example.com')
+    response = client.get('/index')
+    assert response.status_code == 200  # the old remember-me cookie still works...
+    reissued = client.get_cookie('remember_token', domain='microblog.example.com')
+    assert reissued.value != remember.value  # ...and comes back signed with the new key
+
     unrotated = make_app(create_tables=False, SECRET_KEY=NEW_KEY)
+    client = unrotated.test_client()
+    client.set_cookie('remember_token', remember.value, domain='microblog.example.com')
+    assert client.get('/index').status_code == 302
     with unrotated.app_context():
         assert User.verify_reset_password_token(old_token) is None
         assert User.verify_reset_password_token(new_token) is not None
