@@ -57,6 +57,10 @@ class Config:
     # None means https, or http when the app runs in debug mode; create_app decides.
     PREFERRED_URL_SCHEME = os.environ.get('PREFERRED_URL_SCHEME') or None
     TRUSTED_HOSTS = env_list('TRUSTED_HOSTS') or None
+    # How many proxies (nginx, a load balancer) stand in front of the app: their
+    # X-Forwarded-For and -Proto are then believed, so that rate limits count
+    # real client addresses. X-Forwarded-Host is never believed.
+    PROXY_COUNT = env_int('PROXY_COUNT', 0)
 
     # On by default; switched off only for load tests that cannot fetch a form first.
     WTF_CSRF_ENABLED = env_bool('WTF_CSRF_ENABLED', True)

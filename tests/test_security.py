@@ -420,6 +420,18 @@ def test_logins_per_address_are_limited(limited_app):
     assert answers == [200] * 8 + [429] * 2
 
 
+def test_behind_a_proxy_limits_count_the_forwarded_address(make_app, outbox):
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_RESET_PER_ADDRESS='1 per hour', PROXY_COUNT=1)
+    client = app.test_client()
+
+    def ask(forwarded_for):
+        headers = {'X-Forwarded-For': forwarded_for, 'X-Forwarded-Host': 'evil.example'}
+        data = {'email': 'someone@example.com'}
+        return client.post('/reset_password_request', data=data, headers=headers).status_code
+
+    assert [ask('203.0.113.1'), ask('203.0.113.2'), ask('203.0.113.1')] == [302, 302, 429]
+
+
 def test_limits_can_be_switched_off(make_app):
     app = make_app(RATELIMIT_ENABLED=False, RATELIMIT_RESET_PER_ADDRESS='1 per hour')
     client = app.test_client()
