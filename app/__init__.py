@@ -40,7 +40,7 @@ class LoginManager(flask_login.LoginManager):
             user = self._user_callback(user_id)
             if user is None:
                 return None
-            session['_user_id'] = user_id
+            session['_user_id'] = user.get_id()  # the fingerprint under the current key
             session['_fresh'] = False
             session['_remember'] = 'set'  # re-issue the cookie under the current key
             user_loaded_from_cookie.send(current_app._get_current_object(), user=user)

@@ -8,7 +8,7 @@ from hashlib import md5
 import jwt
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app
+from flask import current_app, has_request_context, session
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -213,8 +213,12 @@ def load_user(user_id):
     user = db.session.get(User, int(id_part))
     if user is None:
         return None
-    for key in signing_keys():
+    for number, key in enumerate(signing_keys()):
         if hmac.compare_digest(state, _password_state_with_key(user, key)):
+            if number and has_request_context():
+                # Made under a key being retired: carry on under the current one, so
+                # that the session outlives the old key's removal from the fallbacks.
+                session['_user_id'] = user.get_id()
             return user
     return None
 

@@ -122,12 +122,15 @@ def reset_password_request():
         address = normalize_email(form.email.data)
         # Known or not, the request costs the same here: the account is looked
         # up, and the email written, by the delivery worker.
+        response = redirect(url_for('auth.login'))
         if reset_allowed_for(address):
             db.session.add(PasswordResetRequest(email=address))
             db.session.commit()
-            delivery.notify()
+            # Wake the delivery worker only once this answer has been sent: the email
+            # work it does for a known address must not lengthen this response.
+            response.call_on_close(delivery.backend.notify)
         flash('Check your email for the instructions to reset your password')
-        return redirect(url_for('auth.login'))
+        return response
     return render_template('auth/reset_password_request.html', title='Reset Password', form=form)
 
 
