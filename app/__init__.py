@@ -53,7 +53,7 @@ migrate = Migrate()
 login = LoginManager()
 login.login_view = 'auth.login'
 login.login_message = 'Please log in to access this page.'
-mail = Mail()
+mailer = Mail()  # Flask-Mail: the MAIL_* settings, the SMTP connection, record_messages
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
 
@@ -74,11 +74,11 @@ def create_app(config_class=Config):
             sa.event.listen(db.engine, 'connect', _tune_sqlite)
     migrate.init_app(app, db)
     login.init_app(app)
-    mail.init_app(app)
+    mailer.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
 
-    from app.email import delivery
+    from app.mail import delivery
 
     delivery.init_app(app)
 

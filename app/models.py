@@ -13,6 +13,7 @@ from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import db, login
+from app.addresses import lookup_key
 
 
 def utcnow():
@@ -58,6 +59,8 @@ class User(UserMixin, db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     username: so.Mapped[str] = so.mapped_column(sa.String(64), index=True, unique=True)
     email: so.Mapped[str] = so.mapped_column(sa.String(120), index=True, unique=True)
+    # What the account is found by when someone types an address: see lookup_key.
+    email_key: so.Mapped[str] = so.mapped_column(sa.String(320), index=True, unique=True)
     password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(256))
     about_me: so.Mapped[str | None] = so.mapped_column(sa.String(140))
     last_seen: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, default=utcnow)
@@ -76,10 +79,18 @@ class User(UserMixin, db.Model):
         back_populates='following',
     )
 
-    __table_args__ = (sa.Index('ix_user_email_lower', sa.func.lower(email)),)
-
     def __repr__(self):
         return f'<User {self.username}>'
+
+    @so.validates('email')
+    def _keep_email_key(self, key, address):
+        self.email_key = email_lookup_key(address)
+        return address
+
+    @classmethod
+    def by_email(cls, address):
+        """A select of the account that has ``address``, however its case or domain is typed."""
+        return sa.select(cls).where(cls.email_key == email_lookup_key(address))
 
     def set_password(self, password):
         """Store a salted hash of the password."""
@@ -237,8 +248,17 @@ class Post(db.Model):
         return f'<Post {self.body}>'
 
 
+def email_lookup_key(address):
+    """The key of an address (see app.addresses), or for a string that is no address at
+    all the string itself, which no account's key can equal."""
+    return lookup_key(address) or address.strip()
+
+
 class OutboundEmail(db.Model):
-    """A message in the outbox: stored before the request returns, delivered in the background."""
+    """A message in the outbox: what to send (a kind and its data), never its rendered text.
+
+    Stored before the request returns, rendered and delivered in the background.
+    """
 
     __tablename__ = 'outbound_email'
 
@@ -246,13 +266,15 @@ class OutboundEmail(db.Model):
     SENDING = 'sending'
     SENT = 'sent'
     FAILED = 'failed'
+    DROPPED = 'dropped'  # nothing to send, or a link that would have come too late
+    STATUSES = (PENDING, SENDING, SENT, FAILED, DROPPED)
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    subject: so.Mapped[str] = so.mapped_column(sa.String(255))
-    sender: so.Mapped[str] = so.mapped_column(sa.String(320))
-    recipients: so.Mapped[list] = so.mapped_column(sa.JSON)
-    text_body: so.Mapped[str] = so.mapped_column(sa.Text)
-    html_body: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(64))
+    # What the kind's builder needs: ids and addresses, never a token.
+    data: so.Mapped[dict] = so.mapped_column(sa.JSON)
+    # For admins: the address it is for, then the address it was sent to.
+    recipient: so.Mapped[str | None] = so.mapped_column(sa.String(320))
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default=PENDING)
     attempts: so.Mapped[int] = so.mapped_column(default=0)
     created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
@@ -265,19 +287,4 @@ class OutboundEmail(db.Model):
     __table_args__ = (sa.Index('ix_outbound_email_status_next', 'status', 'next_attempt_at'),)
 
     def __repr__(self):
-        return f'<OutboundEmail {self.id} {self.status} to {self.recipients}>'
-
-
-class PasswordResetRequest(db.Model):
-    """A "forgot password" request, stored as typed and expanded into an email off the request path.
-
-    Looking the account up, signing the token and rendering the email happen in the
-    delivery worker, so that a request for an unknown address costs exactly what a
-    request for a known one costs and the response cannot tell them apart.
-    """
-
-    __tablename__ = 'password_reset_request'
-
-    id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    email: so.Mapped[str] = so.mapped_column(sa.String(320))
-    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+        return f'<OutboundEmail {self.id} {self.kind} {self.status} to {self.recipient}>'

@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 from werkzeug.security import generate_password_hash
 
 from app import db
+from app.addresses import lookup_key
 from app.models import Post, User, followers, utcnow
 
 SEED_PASSWORD = 'microblog-seed-password'
@@ -54,6 +55,7 @@ def seed_command(users, posts, follows, random_seed):
             {
                 'username': username,
                 'email': f'{username}@example.com',
+                'email_key': lookup_key(f'{username}@example.com'),
                 'password_hash': password_hash,
                 'about_me': fake.sentence(nb_words=12)[:140],
                 'last_seen': now - timedelta(minutes=rng.randint(0, 60 * 24 * 30)),

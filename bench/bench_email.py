@@ -114,8 +114,9 @@ def burst_threads(workdir):
 
 
 def send_rate(batch_size, workdir):
-    from app import create_app, db
     from app.email import deliver_pending, store_email
+
+    from app import create_app, db
     from tests.conftest import TestConfig
 
     sink, controller, smtp_port = start_sink(0)

@@ -11,7 +11,7 @@ from collections import UserList
 import pytest
 import sqlalchemy as sa
 
-from app import create_app, db, mail
+from app import create_app, db, mailer
 from app.models import User
 from config import Config
 
@@ -161,7 +161,7 @@ class Outbox(UserList):
 @pytest.fixture
 def outbox(app):
     """Messages sent by the app during the test; call ``outbox.wait()`` first."""
-    with mail.record_messages() as recorded:
+    with mailer.record_messages() as recorded:
         yield Outbox(app, recorded)
 
 

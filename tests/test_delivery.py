@@ -1,6 +1,7 @@
 """Email that is never lost: the outbox, retries, claims, the thread worker, RQ, the commands."""
 
 import logging
+import re
 import threading
 import uuid
 from datetime import timedelta
@@ -9,22 +10,18 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.email import deliver_pending, send_email
+from app.mail import deliver_pending, send_email
 from app.models import OutboundEmail, utcnow
 from tests.conftest import TEST_REDIS_URL
+from tests.kinds import TEST_KIND, label_of
 from tests.mailserver import HangUpServer, MailServer, free_port
 
 
 def queue_messages(count, prefix='message'):
     """Store ``count`` messages through send_email, as a view would."""
     for number in range(count):
-        send_email(
-            f'{prefix} {number}',
-            'no-reply@example.com',
-            [f'user{number}@example.com'],
-            f'text {number}',
-            f'<p>html {number}</p>',
-        )
+        address = f'user{number}@example.com'
+        send_email(TEST_KIND, {'to': address, 'label': f'{prefix} {number}'}, recipient=address)
 
 
 def rows():
@@ -71,8 +68,8 @@ def test_server_down_then_up_every_message_arrives_once(manual_app, port):
         assert deliver_pending().attempted == 0  # nothing is due yet
         report = deliver_pending(now=later(31))
         assert len(report.sent) == 20
-        subjects = sorted(received.message['Subject'] for received in server.messages)
-        assert subjects == sorted(f'message {number}' for number in range(20))
+        labels = sorted(label_of(received) for received in server.messages)
+        assert labels == sorted(f'message {number}' for number in range(20))
         assert {row.status for row in rows()} == {'sent'}
         assert all(row.sent_at is not None for row in rows())
         assert deliver_pending(now=later(3600)).attempted == 0
@@ -81,13 +78,13 @@ def test_server_down_then_up_every_message_arrives_once(manual_app, port):
         server.stop()
 
 
-def test_a_batch_goes_over_one_connection(manual_app, port):
+def test_each_sender_keeps_one_connection_for_its_batches(manual_app, port):
     server = MailServer(port).start()
     try:
-        queue_messages(20)
-        assert len(deliver_pending().sent) == 20
-        assert server.handler.connections == 1
-        assert len(server.messages) == 20
+        queue_messages(40)
+        assert len(deliver_pending().sent) == 40
+        assert 1 <= server.handler.connections <= manual_app.config['MAIL_CONNECTIONS'] < 40
+        assert len(server.messages) == 40
     finally:
         server.stop()
 
@@ -211,9 +208,9 @@ def test_two_workers_send_every_message_exactly_once(manual_app, port):
         for worker in workers:
             worker.join(60)
         assert errors == []
-        subjects = [received.message['Subject'] for received in server.messages]
-        assert len(subjects) == 60
-        assert len(set(subjects)) == 60
+        labels = [label_of(received) for received in server.messages]
+        assert len(labels) == 60
+        assert len(set(labels)) == 60
         assert {row.status for row in rows()} == {'sent'}
     finally:
         server.stop()
@@ -223,18 +220,26 @@ def test_status_and_send_pending_commands(manual_app, port):
     queue_messages(2)
     runner = manual_app.test_cli_runner()
     result = runner.invoke(args=['mail', 'send-pending'])
-    assert 'sent 0, to retry 2, failed 0' in result.output
-    result = runner.invoke(args=['mail', 'status'])
-    assert 'pending  2' in result.output
-    assert 'oldest pending: #' in result.output
-    assert 'ConnectionRefusedError' in result.output
+    assert 'sent 0, to retry 2, failed 0, dropped 0' in result.output
+    output = runner.invoke(args=['mail', 'status']).output
+    assert f'server   127.0.0.1:{port} (plain)' in output
+    assert 'backend  none (stored only: cron runs `flask mail send-pending`)' in output
+    assert 'pending  2' in output
+    oldest = 'oldest waiting: #1 delivery_test to user0@example.com, queued 0 s ago, 1 attempt(s)'
+    assert oldest in output
+    assert re.search(r'next retry: \S+ \S+ UTC \(in (29|30) s\)', output), output
+    assert 'user1@example.com: ConnectionRefusedError' in output
+
     server = MailServer(port).start()
     try:
-        db.session.execute(sa.update(OutboundEmail).values(next_attempt_at=later(-1)))
-        db.session.commit()
-        result = runner.invoke(args=['mail', 'send-pending'])
-        assert 'sent 2, to retry 0, failed 0' in result.output
-        assert 'sent     2' in runner.invoke(args=['mail', 'status']).output
+        # Still waiting out the backoff: a plain pass sends nothing, --now sends it all.
+        assert 'sent 0, to retry 0' in runner.invoke(args=['mail', 'send-pending']).output
+        result = runner.invoke(args=['mail', 'send-pending', '--now'])
+        assert '2 message(s) waiting for a retry made due now.' in result.output
+        assert 'sent 2, to retry 0, failed 0, dropped 0' in result.output
+        assert len(server.messages) == 2
+        output = runner.invoke(args=['mail', 'status']).output
+        assert 'sent     2' in output and 'next retry' not in output
     finally:
         server.stop()
 
@@ -337,16 +342,32 @@ def run_worker(app):
         worker.work(burst=True, with_scheduler=False)
 
 
+def run_scheduled(app):
+    """Move every scheduled pass into the queue now, as RQ's scheduler will when it is due."""
+    from rq.job import Job
+
+    registry = app.rq_queue.scheduled_job_registry
+    for job_id in registry.get_job_ids():
+        registry.remove(job_id)
+        app.rq_queue.enqueue_job(Job.fetch(job_id, connection=app.rq_queue.connection))
+
+
 def test_rq_delivers_a_reset_email_end_to_end(rq_app, port, make_user):
     with rq_app.app_context():
         make_user('susan')
     server = MailServer(port).start()
     try:
-        rq_app.test_client().post('/reset_password_request', data={'email': 'susan@example.com'})
+        client = rq_app.test_client()
+        for _ in range(3):
+            client.post('/reset_password_request', data={'email': 'susan@example.com'})
         assert delivery_threads() == []  # the web process starts no delivery thread
-        assert rq_app.rq_queue.count == 1
+        # A reset request enqueues nothing now: one pass waits for the next cadence tick,
+        # however many requests came.
+        assert rq_app.rq_queue.count == 0
+        assert rq_app.rq_queue.scheduled_job_registry.count == 1
+        run_scheduled(rq_app)
         run_worker(rq_app)
-        assert [received.rcpt_tos for received in server.messages] == [['susan@example.com']]
+        assert [received.rcpt_tos for received in server.messages] == [['susan@example.com']] * 3
         assert 'Dear susan' in server.messages[0].part('text/plain')
     finally:
         server.stop()

@@ -7,7 +7,7 @@ import pytest
 
 import config
 from app import create_app
-from app.email import SMTPConnection
+from app.mail.smtp import SMTPConnection
 from tests.conftest import TestConfig
 from tests.mailserver import MailServer, free_port
 

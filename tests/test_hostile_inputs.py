@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import db, mail
+from app import db, mailer
 from app.models import Post, User
 from tests.conftest import PASSWORD, links_in
 
@@ -267,7 +267,7 @@ def test_forged_hosts(make_app, headers, trusted, status):
     with app.app_context():
         db.session.add(User(username='susan', email='susan@example.com'))
         db.session.commit()
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         response = app.test_client().post(
             '/reset_password_request', data={'email': 'susan@example.com'}, headers=headers
         )

@@ -61,7 +61,7 @@ def test_register_normalises_the_email_domain(client):
     [
         ({'username': 'SUSAN'}, 'Please use a different username.'),
         ({'email': 'SUSAN@example.com'}, 'Please use a different email address.'),
-        ({'email': 'not-an-email'}, 'Invalid email address.'),
+        ({'email': 'not-an-email'}, 'An email address must have an @-sign.'),
         ({'password2': 'something-else-entirely'}, 'Passwords must match.'),
         ({'password': 'short', 'password2': 'short'}, 'Use at least 8 characters.'),
         ({'password': 'password123', 'password2': 'password123'}, 'common password'),

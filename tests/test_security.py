@@ -19,7 +19,7 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from app import db, mail
+from app import db, mailer
 from app import security as app_security
 from app.models import User, utcnow
 from tests.conftest import PASSWORD, TEST_REDIS_URL, links_in
@@ -230,7 +230,7 @@ def test_the_email_says_how_long_the_link_is_valid(make_app, ttl, words):
     app = make_app(RESET_PASSWORD_TOKEN_TTL=ttl)
     with app.app_context():
         add_susan()
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         app.test_client().post('/reset_password_request', data={'email': 'susan@example.com'})
         app.extensions['mail_delivery'].flush()
     [message] = sent
@@ -268,7 +268,7 @@ def test_two_submissions_of_one_link_at_once_change_the_password_once(make_app, 
     for client in clients:
         assert open_link(client, token).headers['Location'] == '/reset_password'
     passwords = ['amber-Harbour-lantern-17', 'cobalt-Meadow-kettle-23']
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         responses = submit_at_once(clients, passwords)
         app.extensions['mail_delivery'].flush()
     locations = [response.headers['Location'] for response in responses]
@@ -297,7 +297,7 @@ def test_links_ignore_forged_host_headers(make_app, headers, settings):
     app = make_app(**settings)
     with app.app_context():
         add_susan()
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         response = app.test_client().post(
             '/reset_password_request', data={'email': 'susan@example.com'}, headers=headers
         )
@@ -645,7 +645,7 @@ def test_reset_emails_per_target_are_limited_silently(limited_app):
     with limited_app.app_context():
         add_susan()
     seen = set()
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         for number in range(6):
             client = client_from(limited_app, f'198.51.100.{number}')
             response = client.post('/reset_password_request', data={'email': 'susan@example.com'})
@@ -690,7 +690,7 @@ def test_rate_limits_can_all_be_switched_off(make_app):
         add_susan()
     client = client_from(app, '192.0.2.4')
     statuses = set()
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         for _ in range(10):
             reset = client.post('/reset_password_request', data={'email': 'susan@example.com'})
             statuses.add(reset.status_code)
@@ -723,7 +723,7 @@ def test_limits_in_redis_hold_across_app_instances(make_app):
     with first.app_context():
         db.session.add(User(username=username, email=target))
         db.session.commit()
-    with mail.record_messages() as sent:
+    with mailer.record_messages() as sent:
         for number in range(2):
             client_from(first, f'192.0.2.{number}').post(
                 '/reset_password_request', data={'email': target}

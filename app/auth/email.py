@@ -1,6 +1,10 @@
-from flask import current_app, render_template, url_for
+"""The kinds of email auth sends, and how each is built when it leaves."""
 
-from app.email import send_email, store_email
+from flask import current_app, url_for
+
+from app import db
+from app.mail import DropMessage, Envelope, email_kind, queue_email
+from app.models import User
 
 
 def public_url(endpoint, **values):
@@ -10,33 +14,48 @@ def public_url(endpoint, **values):
     )
 
 
-def store_password_reset_email(user):
-    """Add the reset email for ``user`` to the outbox, in the current transaction."""
+def queue_password_reset_email(address):
+    """Queue the reset email for whoever has ``address``, in the current transaction.
+
+    The address is stored as typed (normalised): whether an account has it is
+    found out by the delivery worker, on its own cadence, so that the request
+    costs the same whoever asks.
+    """
+    return queue_email('reset_password', {'email': address}, recipient=address)
+
+
+@email_kind('reset_password', subject='[Microblog] Reset Your Password', wake=False, expires=True)
+def build_password_reset_email(data):
+    """The reset email, with a link minted now: valid for its whole lifetime from here."""
+    user = db.session.scalar(User.by_email(data['email']))
+    if user is None:
+        raise DropMessage('no account has this address')
     ttl = current_app.config['RESET_PASSWORD_TOKEN_TTL']
     token = user.get_reset_password_token(ttl)
-    context = {
-        'user': user,
-        'reset_url': public_url('auth.reset_password', token=token),
-        'valid_for': describe_duration(ttl),
-    }
-    return store_email(
-        '[Microblog] Reset Your Password',
-        current_app.config['MAIL_DEFAULT_SENDER'],
-        [user.email],
-        render_template('email/reset_password.txt', **context),
-        render_template('email/reset_password.html', **context),
+    return Envelope(
+        to=user.email,
+        context={
+            'user': user,
+            'reset_url': public_url('auth.reset_password', token=token),
+            'valid_for': describe_duration(ttl),
+        },
     )
 
 
-def send_password_changed_email(user):
+def queue_password_changed_email(user):
+    """Queue the notice that the password of ``user`` was changed, in the current transaction."""
+    return queue_email('password_changed', {'user_id': user.id}, recipient=user.email)
+
+
+@email_kind('password_changed', subject='[Microblog] Your password was changed')
+def build_password_changed_email(data):
     """Tell the account's owner that its password was changed, and what to do if it was not them."""
-    context = {'user': user, 'reset_request_url': public_url('auth.reset_password_request')}
-    return send_email(
-        '[Microblog] Your password was changed',
-        current_app.config['MAIL_DEFAULT_SENDER'],
-        [user.email],
-        render_template('email/password_changed.txt', **context),
-        render_template('email/password_changed.html', **context),
+    user = db.session.get(User, data['user_id'])
+    if user is None:
+        raise DropMessage('the account no longer exists')
+    return Envelope(
+        to=user.email,
+        context={'user': user, 'reset_request_url': public_url('auth.reset_password_request')},
     )
 
 

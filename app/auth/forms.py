@@ -1,23 +1,15 @@
 import sqlalchemy as sa
-from email_validator import EmailNotValidError, validate_email
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
 
 from app import db
+from app.addresses import UndeliverableAddressError, deliverable_address
 from app.models import User
 from app.security import PASSWORD_MAX_LENGTH, StrongPassword
 
 USERNAME_PATTERN = r'^[A-Za-z0-9_.-]+$'
 USERNAME_MESSAGE = 'Use only letters, numbers, dots, dashes and underscores.'
-
-
-def normalize_email(address):
-    """The address as email-validator normalises it (domain lowercased, Unicode NFC)."""
-    try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
-    except EmailNotValidError:
-        return address.strip()
 
 
 def username_taken(username):
@@ -49,7 +41,7 @@ class LoginForm(FlaskForm):
 
 class RegistrationForm(FlaskForm):
     username = username_field()
-    email = StringField('Email', validators=[DataRequired(), Length(max=120), Email()])
+    email = StringField('Email', validators=[DataRequired(), Length(max=120)])
     password = PasswordField(
         'Password', validators=[DataRequired(), StrongPassword('username', 'email')]
     )
@@ -64,10 +56,17 @@ class RegistrationForm(FlaskForm):
             raise ValidationError('Please use a different username.')
 
     def validate_email(self, email):
-        address = normalize_email(email.data).lower()
-        query = sa.select(User.id).where(sa.func.lower(User.email) == address)
-        if db.session.scalar(query) is not None:
+        """Keep the address in its normal form, if mail can reach it and no account has it."""
+        try:
+            address = deliverable_address(email.data)
+        except UndeliverableAddressError as exc:
+            raise ValidationError(str(exc)) from None
+        max_length = User.email.type.length
+        if len(address) > max_length:
+            raise ValidationError(f'Use an address of at most {max_length} characters.')
+        if db.session.scalar(User.by_email(address)) is not None:
             raise ValidationError('Please use a different email address.')
+        email.data = address
 
 
 class ResetPasswordRequestForm(FlaskForm):

@@ -8,18 +8,17 @@ from limits import parse_many
 from werkzeug.security import generate_password_hash
 
 from app import db, limiter
+from app.addresses import lookup_key, normalize_address
 from app.auth import bp
-from app.auth.email import send_password_changed_email
+from app.auth.email import queue_password_changed_email, queue_password_reset_email
 from app.auth.forms import (
     LoginForm,
     LogoutForm,
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
-    normalize_email,
 )
-from app.email import delivery
-from app.models import PasswordResetRequest, User
+from app.models import User
 from app.security import check_login
 
 INVALID_LINK = 'This reset link is invalid or has expired.'
@@ -94,7 +93,7 @@ def register():
         return redirect(url_for('main.index'))
     form = RegistrationForm()
     if form.validate_on_submit():
-        user = User(username=form.username.data.strip(), email=normalize_email(form.email.data))
+        user = User(username=form.username.data.strip(), email=form.email.data)
         user.set_password(form.password.data)
         db.session.add(user)
         db.session.commit()
@@ -107,7 +106,7 @@ def reset_allowed_for(address):
     """The silent per-address limit on reset emails: past it, nothing is sent and nothing said."""
     if not limiter.enabled:
         return True
-    key = hashlib.sha256(address.lower().encode()).hexdigest()
+    key = hashlib.sha256((lookup_key(address) or address).encode()).hexdigest()
     limits = parse_many(current_app.config['RATELIMIT_RESET_PER_EMAIL'])
     return all([limiter.limiter.hit(item, 'reset-email', key) for item in limits])
 
@@ -119,18 +118,14 @@ def reset_password_request():
         return redirect(url_for('main.index'))
     form = ResetPasswordRequestForm()
     if form.validate_on_submit():
-        address = normalize_email(form.email.data)
-        # Known or not, the request costs the same here: the account is looked
-        # up, and the email written, by the delivery worker.
-        response = redirect(url_for('auth.login'))
+        address = normalize_address(form.email.data)
+        # Known or not, the request costs the same here: it is stored as typed, and
+        # the delivery worker looks the account up on its own cadence.
         if reset_allowed_for(address):
-            db.session.add(PasswordResetRequest(email=address))
+            queue_password_reset_email(address)
             db.session.commit()
-            # Wake the delivery worker only once this answer has been sent: the email
-            # work it does for a known address must not lengthen this response.
-            response.call_on_close(delivery.backend.notify)
         flash('Check your email for the instructions to reset your password')
-        return response
+        return redirect(url_for('auth.login'))
     return render_template('auth/reset_password_request.html', title='Reset Password', form=form)
 
 
@@ -172,8 +167,8 @@ def reset_password_form():
             db.session.rollback()
             flash(INVALID_LINK)
             return redirect(url_for('auth.reset_password_request'))
-        # Commits the new password and the notice together.
-        send_password_changed_email(user)
+        queue_password_changed_email(user)
+        db.session.commit()  # the new password and the notice together
         flash('Your password has been reset.')
         return redirect(url_for('auth.login'))
     return render_template('auth/reset_password.html', title='Reset Password', form=form)

@@ -1,0 +1,111 @@
+"""Email addresses, one way everywhere: normalised once, matched by a key, sent in ASCII.
+
+Plain functions with no state, used by the models, the forms and the mail package.
+
+- ``deliverable_address`` is what registration stores: email-validator's normal form of
+  an address this app can really deliver to, or a message saying why not.
+- ``lookup_key`` is what accounts are matched by: the IDNA 2008 ASCII form of the
+  domain and a lower-cased local part, computed in Python so that it folds non-ASCII
+  letters the same on SQLite and PostgreSQL.
+- ``smtp_address`` is what SMTP gets: the local part and the IDNA 2008 ASCII domain.
+  Flask-Mail would encode a non-ASCII domain with Python's ``idna`` codec (IDNA 2003,
+  which maps ß to ss and ς to σ: another domain), so it never sees one.
+"""
+
+import email.policy
+from email.headerregistry import HeaderRegistry
+from email.utils import parseaddr
+
+from email_validator import EmailNotValidError, validate_email
+
+# RFC 5321: a path is at most 256 octets, with its angle brackets.
+MAX_SMTP_ADDRESS = 254
+_parse_header = HeaderRegistry()
+
+
+class UndeliverableAddressError(ValueError):
+    """An address this app cannot send email to; the message says why, for the person."""
+
+
+def _validated(address, smtputf8):
+    return validate_email(address.strip(), check_deliverability=False, allow_smtputf8=smtputf8)
+
+
+def normalize_address(address):
+    """email-validator's normal form of ``address`` (domain lower-cased, Unicode NFC).
+
+    An address that is not valid comes back stripped, so that it can still be
+    compared; forms refuse it before it is stored.
+    """
+    try:
+        return _validated(address, smtputf8=True).normalized
+    except EmailNotValidError:
+        return address.strip()
+
+
+def lookup_key(address):
+    """The key an account is found by: matches the same mailbox however it was typed.
+
+    None for a string that is not an email address at all.
+    """
+    try:
+        valid = _validated(address, smtputf8=True)
+    except EmailNotValidError:
+        return None
+    return f'{valid.local_part.lower()}@{valid.ascii_domain.lower()}'
+
+
+def smtp_address(address):
+    """The form of ``address`` to hand to SMTP: ASCII only, with the IDNA 2008 domain."""
+    try:
+        valid = _validated(address, smtputf8=False)
+    except EmailNotValidError as exc:
+        raise UndeliverableAddressError(str(exc)) from None
+    ascii_address = valid.ascii_email
+    if len(ascii_address) > MAX_SMTP_ADDRESS:
+        raise UndeliverableAddressError(
+            f'The address is too long to send email to ({len(ascii_address)} characters '
+            f'once its domain is encoded; at most {MAX_SMTP_ADDRESS}).'
+        )
+    if not _survives_headers(ascii_address):
+        raise UndeliverableAddressError(
+            'The part before the @-sign reads as an encoded header word, so mail programs '
+            'would show another address.'
+        )
+    return ascii_address
+
+
+def _survives_headers(ascii_address):
+    """Whether the address reads back as itself from a To header, as a mail program parses it.
+
+    A local part such as ``=?utf-8?b?...?=`` is valid ASCII, but header parsers
+    decode it as an RFC 2047 encoded word: into another address, or CR and LF.
+    """
+    if parseaddr(ascii_address)[1] != ascii_address:
+        return False
+    try:
+        header = _parse_header('To', ascii_address)
+        addresses = header.addresses
+        folded = header.fold(policy=email.policy.SMTP)
+    except (ValueError, IndexError, TypeError):
+        return False
+    return (
+        len(addresses) == 1
+        and addresses[0].addr_spec == ascii_address
+        and '\r' not in folded.rstrip('\r\n')
+    )
+
+
+def deliverable_address(address):
+    """The form of ``address`` to store; UndeliverableAddressError if mail cannot reach it."""
+    try:
+        valid = _validated(address, smtputf8=True)
+    except EmailNotValidError as exc:
+        raise UndeliverableAddressError(str(exc)) from None
+    if valid.smtputf8:
+        raise UndeliverableAddressError(
+            'We cannot send email to an address with letters outside A to Z before the '
+            '@-sign. Please use another address.'
+        )
+    smtp_address(valid.normalized)
+    return valid.normalized

@@ -1,0 +1,263 @@
+"""`flask mail`: test the server, see and push the outbox, run a worker, run a local sink."""
+
+import email
+import email.policy
+import smtplib
+import sys
+import threading
+
+import click
+import sqlalchemy as sa
+from flask import current_app, render_template
+from flask.cli import AppGroup
+from flask_mail import Message
+
+from app import db
+from app.addresses import UndeliverableAddressError, smtp_address
+from app.mail.outbox import deliver_pending, next_retry_at
+from app.mail.smtp import SMTPConnection, smtp_sender
+from app.models import OutboundEmail, utcnow
+
+mail_cli = AppGroup('mail', help='Email: test the server, watch and push the outbox, deliver.')
+
+
+def server_description(config):
+    """``host:port (mode)`` of the configured SMTP server, as an admin would check it."""
+    mode = 'SSL' if config['MAIL_USE_SSL'] else 'STARTTLS' if config['MAIL_USE_TLS'] else 'plain'
+    login = f', as {config["MAIL_USERNAME"]}' if config['MAIL_USERNAME'] else ''
+    return f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]} ({mode}{login})'
+
+
+@mail_cli.command('test')
+@click.argument('address')
+def mail_test(address):
+    """Send a test message now and print the whole SMTP conversation."""
+    config = current_app.config
+    server = f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]}'
+    click.echo(f'Connecting to {server_description(config)}, timeout {config["MAIL_TIMEOUT"]} s...')
+    try:
+        recipient = smtp_address(address)
+    except UndeliverableAddressError as exc:
+        raise click.ClickException(f'Cannot send to {address!r}: {exc}') from None
+    context = {'server': server}
+    message = Message(
+        '[Microblog] Test message',
+        sender=smtp_sender(config['MAIL_DEFAULT_SENDER']),
+        recipients=[recipient],
+        body=render_template('email/test.txt', **context),
+        html=render_template('email/test.html', **context),
+    )
+    state = current_app.extensions['mail']
+    state.debug = 1  # smtplib prints every line the server sends to stderr
+    try:
+        with SMTPConnection(state) as connection:
+            connection.send(message)
+    except smtplib.SMTPResponseException as exc:
+        raise click.ClickException(
+            f'The server refused: {exc.smtp_code} {exc.smtp_error!r}'
+        ) from exc
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise click.ClickException(f'The server refused the recipient: {exc.recipients}') from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise click.ClickException(
+            f'Could not send through {server}: {type(exc).__name__}: {exc}'
+        ) from exc
+    finally:
+        state.debug = 0
+    if state.suppress:
+        click.echo('MAIL_SUPPRESS_SEND is on: the message was built but not sent.')
+    else:
+        click.echo(f'Sent: {server} accepted the message for {recipient}.')
+
+
+def _ago(delta):
+    """A length of time in words an admin reads at a glance: "45 s", "12 min", "3 h"."""
+    seconds = max(int(delta.total_seconds()), 0)
+    if seconds < 120:
+        return f'{seconds} s'
+    if seconds < 7200:
+        return f'{seconds // 60} min'
+    if seconds < 172800:
+        return f'{seconds // 3600} h'
+    return f'{seconds // 86400} days'
+
+
+@mail_cli.command('status')
+def mail_status():
+    """Show the server and backend, the outbox by state, what waits longest, the last errors."""
+    config = current_app.config
+    now = utcnow()
+    click.echo(f'server   {server_description(config)}')
+    click.echo(f'backend  {_backend_description(config)}')
+    counts = dict(
+        db.session.execute(
+            sa.select(OutboundEmail.status, sa.func.count()).group_by(OutboundEmail.status)
+        ).all()
+    )
+    for status in OutboundEmail.STATUSES:
+        click.echo(f'{status:8} {counts.get(status, 0)}')
+    waiting = OutboundEmail.status.in_([OutboundEmail.PENDING, OutboundEmail.SENDING])
+    oldest = db.session.scalar(
+        sa.select(OutboundEmail).where(waiting).order_by(OutboundEmail.created_at).limit(1)
+    )
+    if oldest is not None:
+        click.echo(
+            f'oldest waiting: #{oldest.id} {oldest.kind} to {oldest.recipient or "?"}, '
+            f'queued {_ago(now - oldest.created_at)} ago, {oldest.attempts} attempt(s)'
+        )
+    retry = next_retry_at()
+    if retry is not None:
+        click.echo(
+            f'next retry: {retry:%Y-%m-%d %H:%M:%S} UTC '
+            f'({"due now" if retry <= now else "in " + _ago(retry - now)}); '
+            '`flask mail send-pending --now` sends everything waiting at once'
+        )
+    errors = db.session.scalars(
+        sa.select(OutboundEmail)
+        .where(OutboundEmail.last_error.is_not(None))
+        .order_by(OutboundEmail.id.desc())
+        .limit(5)
+    ).all()
+    if errors:
+        click.echo('last errors:')
+        for row in errors:
+            click.echo(
+                f'  #{row.id} {row.kind} [{row.status}] to {row.recipient}: {row.last_error}'
+            )
+
+
+def _backend_description(config):
+    backend = config['MAIL_QUEUE']
+    if backend == 'thread':
+        return (
+            f'thread (a worker in each web process, every {config["MAIL_POLL_INTERVAL"]} s '
+            f'and when woken, {config["MAIL_CONNECTIONS"]} connection(s))'
+        )
+    if backend == 'none':
+        return 'none (stored only: cron runs `flask mail send-pending`)'
+    from redis.exceptions import RedisError
+
+    queue = current_app.extensions['mail_delivery'].queue
+    try:
+        queue.connection.ping()
+        scheduled = queue.scheduled_job_registry.count
+        answer = f'Redis answers, {queue.count} pass(es) queued, {scheduled} scheduled'
+    except RedisError as exc:
+        answer = f'Redis does not answer: {exc}'
+    return f'rq (queue {queue.name} at {_without_password(config["REDIS_URL"])}: {answer})'
+
+
+def _without_password(url):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f':{parts.password}@', ':***@', 1)
+
+
+@mail_cli.command('retry')
+@click.option('--id', 'ids', type=int, multiple=True, help='Only these messages (repeatable).')
+def mail_retry(ids):
+    """Put failed messages back in the queue, with a fresh count of attempts."""
+    query = (
+        sa.update(OutboundEmail)
+        .where(OutboundEmail.status == OutboundEmail.FAILED)
+        .values(status=OutboundEmail.PENDING, attempts=0, next_attempt_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if ids:
+        query = query.where(OutboundEmail.id.in_(ids))
+    count = db.session.execute(query).rowcount
+    db.session.commit()
+    click.echo(f'{count} failed message(s) queued again.')
+    if count:
+        current_app.extensions['mail_delivery'].notify()
+
+
+@mail_cli.command('send-pending')
+@click.option(
+    '--now',
+    'right_now',
+    is_flag=True,
+    help='Also send the messages waiting out a retry delay (after the server is fixed).',
+)
+def mail_send_pending(right_now):
+    """Run one delivery pass here and now (for cron, or after a fix) and say what it did."""
+    now = utcnow()
+    if right_now:
+        count = db.session.execute(
+            sa.update(OutboundEmail)
+            .where(
+                OutboundEmail.status == OutboundEmail.PENDING, OutboundEmail.next_attempt_at > now
+            )
+            .values(next_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.session.commit()
+        click.echo(f'{count} message(s) waiting for a retry made due now.')
+    report = deliver_pending(utcnow())
+    click.echo(
+        f'sent {len(report.sent)}, to retry {len(report.retrying)}, '
+        f'failed {len(report.failed)}, dropped {len(report.dropped)}'
+    )
+
+
+@mail_cli.command('worker')
+@click.option('--burst', is_flag=True, help='Stop when the queue is empty.')
+def mail_worker(burst):
+    """Run an RQ worker for the mail queue, inside the app context (MAIL_QUEUE=rq)."""
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    from app.mail.workers import run_delivery_job
+
+    config = current_app.config
+    connection = Redis.from_url(config['REDIS_URL'])
+    queue = Queue(config['MAIL_RQ_QUEUE'], connection=connection)
+    # A pass on start picks up whatever is pending from before.
+    queue.enqueue(run_delivery_job, result_ttl=0)
+    worker = SimpleWorker([queue], connection=connection)
+    worker.work(burst=burst, with_scheduler=True)
+
+
+@mail_cli.command('sink')
+@click.option('--host', default='127.0.0.1', show_default=True)
+@click.option('--port', default=8025, show_default=True, type=int)
+def mail_sink(host, port):
+    """A local debugging SMTP server that prints every message it receives."""
+    run_debugging_server(host, port)
+
+
+class PrintingHandler:
+    """aiosmtpd handler that prints each message, both parts, to stdout."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        out = sys.stdout
+        out.write('-' * 72 + '\n')
+        out.write(f'From: {envelope.mail_from}\nTo: {", ".join(envelope.rcpt_tos)}\n')
+        out.write(f'Subject: {message["subject"]}\n\n')
+        for part in message.walk():
+            if part.get_content_maintype() == 'multipart':
+                continue
+            out.write(f'[{part.get_content_type()}]\n{part.get_content()}\n')
+        out.write('-' * 72 + '\n')
+        out.flush()
+        return '250 Message accepted for delivery'
+
+
+def run_debugging_server(host, port):
+    """Serve the printing SMTP sink until interrupted."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(PrintingHandler(), hostname=host, port=port)
+    controller.start()
+    click.echo(f'Debugging SMTP server on {host}:{port}; every message is printed here.')
+    stop = threading.Event()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        controller.stop()

@@ -1,0 +1,359 @@
+"""The outbox: messages stored as what to send, claimed atomically, sent, retried or failed.
+
+``queue_email`` adds a row (kind, data) in the caller's transaction. A delivery pass
+claims due rows in small batches, a lease each, on several SMTP connections at once;
+for each message it builds the envelope and renders the kind's templates now (so a
+link is minted as it leaves), sends, and records the outcome: sent, retried later with
+exponential backoff, dropped (nothing to send, or a link request that waited too long)
+or failed. Whatever goes wrong with one message is that message's outcome alone.
+"""
+
+import os
+import smtplib
+import socket
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app, render_template
+
+from app import db
+from app.mail.kinds import DropMessage, get_kind
+from app.mail.smtp import Courier, build_message
+from app.models import OutboundEmail, utcnow
+
+# The session remembers which kinds were queued in its transaction, so that the
+# worker is told once they are committed (see workers.py).
+QUEUED_KINDS = 'mail_queued_kinds'
+
+
+def queue_email(kind, data, recipient=None):
+    """Add a message of a registered kind to the outbox in the current transaction.
+
+    ``data`` (JSON) is what the kind's builder gets at send time: ids and addresses,
+    never a token or a rendered body. ``recipient`` is shown to admins until the
+    message is sent, when the builder's address replaces it.
+    """
+    if get_kind(kind) is None:
+        raise LookupError(f'no kind of email is registered as {kind!r}')
+    email = OutboundEmail(
+        kind=kind,
+        data=dict(data),
+        recipient=recipient,
+        status=OutboundEmail.PENDING,
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
+    db.session.add(email)
+    db.session.info.setdefault(QUEUED_KINDS, set()).add(kind)
+    return email
+
+
+def send_email(kind, data, recipient=None):
+    """Queue a message and commit: it is stored when this returns, and sent in the background."""
+    email = queue_email(kind, data, recipient)
+    db.session.commit()
+    return email
+
+
+@dataclass
+class DeliveryReport:
+    """What one delivery pass did, by message id."""
+
+    sent: list = field(default_factory=list)
+    retrying: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
+
+    @property
+    def attempted(self):
+        return len(self.sent) + len(self.retrying) + len(self.failed) + len(self.dropped)
+
+
+def backoff_seconds(attempts):
+    """Seconds to wait before the next attempt: doubling from MAIL_RETRY_BACKOFF, capped."""
+    config = current_app.config
+    delay = config['MAIL_RETRY_BACKOFF'] * 2 ** max(attempts - 1, 0)
+    # At least a second, so that one pass never tries the same message twice.
+    return max(1, min(delay, config['MAIL_RETRY_BACKOFF_MAX']))
+
+
+def is_permanent(exc):
+    """Whether the server's answer means "never" (5xx) rather than "not now"."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(500 <= code < 600 for code in codes)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 500 <= exc.smtp_code < 600
+    return False
+
+
+def describe(exc):
+    """A one-line account of an error, as an admin would want to read it."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return '; '.join(
+            f'{rcpt}: {code} {_text(msg)}' for rcpt, (code, msg) in exc.recipients.items()
+        )
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f'{exc.smtp_code} {_text(exc.smtp_error)}'
+    return f'{type(exc).__name__}: {exc}'
+
+
+def _text(value):
+    return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
+
+
+def _due(now):
+    """Pending and due, or claimed by a worker whose lease has run out."""
+    return sa.or_(
+        sa.and_(
+            OutboundEmail.status == OutboundEmail.PENDING, OutboundEmail.next_attempt_at <= now
+        ),
+        sa.and_(OutboundEmail.status == OutboundEmail.SENDING, OutboundEmail.claimed_until < now),
+    )
+
+
+def candidate_ids(now, limit):
+    """The ids of up to ``limit`` due messages, oldest first, skipping rows being claimed."""
+    query = (
+        sa.select(OutboundEmail.id)
+        .where(_due(now))
+        .order_by(OutboundEmail.next_attempt_at, OutboundEmail.id)
+        .limit(limit)
+        # PostgreSQL: rows another worker is claiming right now are passed over, not waited for.
+        .with_for_update(skip_locked=True)
+    )
+    return list(db.session.scalars(query))
+
+
+def take(ids, now, worker):
+    """Mark those of ``ids`` that are still due as being sent by ``worker``; the rows taken.
+
+    The due condition is checked again in the UPDATE itself: a row another worker
+    took since ``candidate_ids`` read it is no longer due, and is left to that worker.
+    """
+    if not ids:
+        db.session.commit()
+        return []
+    lease = timedelta(seconds=current_app.config['MAIL_CLAIM_TIMEOUT'])
+    claim = (
+        sa.update(OutboundEmail)
+        .where(OutboundEmail.id.in_(ids), _due(now))
+        .values(status=OutboundEmail.SENDING, claimed_by=worker, claimed_until=now + lease)
+        .returning(OutboundEmail.id)
+        .execution_options(synchronize_session=False)
+    )
+    taken = list(db.session.scalars(claim))
+    db.session.commit()
+    if not taken:
+        return []
+    query = (
+        sa.select(OutboundEmail)
+        .where(OutboundEmail.id.in_(taken))
+        .order_by(OutboundEmail.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(db.session.scalars(query))
+
+
+def claim_due(now, worker, limit):
+    """Atomically claim up to ``limit`` due messages for ``worker``, with a lease; the rows."""
+    return take(candidate_ids(now, limit), now, worker)
+
+
+def anything_due(now):
+    """Whether any message is due: a pass that finds none writes nothing."""
+    query = sa.select(OutboundEmail.id).where(_due(now)).limit(1)
+    found = db.session.scalar(query) is not None
+    db.session.commit()
+    return found
+
+
+def deliver_pending(now=None):
+    """Run one delivery pass: send every message that is due, on several connections at once."""
+    now = now or utcnow()
+    report = DeliveryReport()
+    if not anything_due(now):
+        return report
+    connections = max(1, current_app.config['MAIL_CONNECTIONS'])
+    if connections == 1:
+        _send_due(now, report)
+        return report
+    app = current_app._get_current_object()
+    senders = [
+        threading.Thread(
+            target=_sender, args=(app, now, report), name=f'microblog-mail-sender-{number}'
+        )
+        for number in range(connections)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    return report
+
+
+def _sender(app, now, report):
+    """One of a pass's parallel senders, in an app context (and database session) of its own."""
+    with app.app_context():
+        try:
+            _send_due(now, report)
+        except Exception:
+            # The boundary of a sender thread: what it claimed is taken over when the
+            # lease runs out; the other senders go on.
+            app.logger.exception('An email sender stopped')
+        finally:
+            db.session.remove()
+
+
+def _send_due(now, report):
+    """Claim and send batches until nothing is due, over one SMTP connection."""
+    batch_size = current_app.config['MAIL_BATCH_SIZE']
+    sender = Sender(now, report)
+    try:
+        while True:
+            batch = claim_due(now, sender.worker, batch_size)
+            for email in batch:
+                sender.deliver(email)
+            if len(batch) < batch_size:
+                return
+    finally:
+        sender.courier.hang_up()
+
+
+class Sender:
+    """One sender of a pass: its name on the claims, its SMTP connection, the outcomes."""
+
+    def __init__(self, now, report):
+        self.now = now
+        self.report = report
+        self.worker = f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
+        self.courier = Courier()
+
+    def deliver(self, email):
+        """Build, render and send one claimed message, and record what came of it."""
+        kind = get_kind(email.kind)
+        if kind is None:
+            return self.failed(email, f'no kind of email is registered as {email.kind!r}')
+        max_age = current_app.config['MAIL_LINK_MAX_AGE']
+        if kind.expires and self.now - email.created_at > timedelta(seconds=max_age):
+            return self.dropped(
+                email,
+                f'waited longer than MAIL_LINK_MAX_AGE ({max_age} s): its link would come too late',
+            )
+        try:
+            envelope = kind.build(email.data or {})
+            text_template, html_template = kind.templates
+            message = build_message(
+                kind.subject,
+                envelope.to,
+                render_template(text_template, **envelope.context),
+                render_template(html_template, **envelope.context),
+            )
+        except DropMessage as exc:
+            return self.dropped(email, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a message that cannot be built fails alone
+            return self.failed(email, describe(exc), exc=exc)
+        try:
+            self.courier.send(message)
+        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
+            # The server said no to this message; the connection is still good.
+            self.failed(email, describe(exc), to=envelope.to, permanent=is_permanent(exc))
+        except OSError as exc:
+            # Could not connect or log in, or the connection is gone (smtplib's other
+            # errors are OSErrors too): not this message's fault, so it is tried again.
+            self.courier.hang_up()
+            self.failed(email, describe(exc), to=envelope.to, permanent=False)
+        except Exception as exc:  # noqa: BLE001 - the message fails alone; the connection is reset
+            self.courier.hang_up()
+            self.failed(email, describe(exc), to=envelope.to, exc=exc)
+        else:
+            self.sent(email, envelope.to)
+
+    def _record(self, email, **values):
+        """Write an outcome, unless another worker took the message over (its lease ran out)."""
+        update = (
+            sa.update(OutboundEmail)
+            .where(OutboundEmail.id == email.id, OutboundEmail.claimed_by == self.worker)
+            .values(claimed_until=None, claimed_by=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.execute(update)
+        db.session.commit()
+
+    def sent(self, email, to):
+        self._record(
+            email,
+            status=OutboundEmail.SENT,
+            attempts=email.attempts + 1,
+            recipient=to,
+            sent_at=utcnow(),
+            last_error=None,
+        )
+        self.report.sent.append(email.id)
+
+    def dropped(self, email, reason):
+        self._record(email, status=OutboundEmail.DROPPED, last_error=reason)
+        current_app.logger.info('Email %s (%s) dropped: %s', email.id, email.kind, reason)
+        self.report.dropped.append(email.id)
+
+    def failed(self, email, error, to=None, permanent=True, exc=None):
+        """Schedule a retry with backoff, or give up on a permanent error or the last attempt."""
+        config = current_app.config
+        attempts = email.attempts + 1
+        to = to or email.recipient
+        values = {'attempts': attempts, 'last_error': error, 'recipient': to}
+        if permanent or attempts >= config['MAIL_MAX_ATTEMPTS']:
+            self._record(email, status=OutboundEmail.FAILED, **values)
+            # Logged once, when the message is given up on: at ERROR, so admins hear of it.
+            current_app.logger.error(
+                'Email %s (%s) to %s failed after %d attempt(s), giving up: %s',
+                email.id,
+                email.kind,
+                to,
+                attempts,
+                error,
+                exc_info=exc,
+            )
+            self.report.failed.append(email.id)
+            return
+        delay = backoff_seconds(attempts)
+        self._record(
+            email,
+            status=OutboundEmail.PENDING,
+            next_attempt_at=self.now + timedelta(seconds=delay),
+            **values,
+        )
+        current_app.logger.warning(
+            'Email %s (%s) to %s not sent (attempt %d of %d), retrying in %d s: %s',
+            email.id,
+            email.kind,
+            to,
+            attempts,
+            config['MAIL_MAX_ATTEMPTS'],
+            delay,
+            error,
+        )
+        self.report.retrying.append(email.id)
+
+
+def next_retry_at():
+    """When the earliest retry or stale claim falls due, or None.
+
+    Messages never tried yet are left out: those that wake the worker have done so,
+    and the others wait for its cadence.
+    """
+    pending = db.session.scalar(
+        sa.select(sa.func.min(OutboundEmail.next_attempt_at)).where(
+            OutboundEmail.status == OutboundEmail.PENDING, OutboundEmail.attempts > 0
+        )
+    )
+    claimed = db.session.scalar(
+        sa.select(sa.func.min(OutboundEmail.claimed_until)).where(
+            OutboundEmail.status == OutboundEmail.SENDING
+        )
+    )
+    times = [t for t in (pending, claimed) if t is not None]
+    return min(times) if times else None

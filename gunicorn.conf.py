@@ -1,0 +1,9 @@
+"""gunicorn reads this file from the folder it starts in: `gunicorn microblog:app`."""
+
+
+def post_worker_init(worker):
+    """Start each worker's email delivery thread with the worker, not on its first request.
+
+    Whatever an earlier process left pending then goes out even if no page is asked for.
+    """
+    worker.wsgi.extensions['mail_delivery'].start()

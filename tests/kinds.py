@@ -1,0 +1,17 @@
+"""A kind of email for the delivery tests: sent to whatever address its data names."""
+
+from app.mail import Envelope, email_kind
+
+TEST_KIND = 'delivery_test'
+
+
+@email_kind(TEST_KIND, subject='[Microblog] Delivery test', template='test')
+def build_delivery_test(data):
+    """Uses the `flask mail test` templates; the label shows in the body."""
+    return Envelope(to=data['to'], context={'server': data['label']})
+
+
+def label_of(received):
+    """The label a test message was queued with, read from its text body."""
+    text = received.part('text/plain')
+    return text.split('email delivery through ', 1)[1].split(' works.', 1)[0]
