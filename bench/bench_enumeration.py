@@ -1,20 +1,29 @@
 """Can response time tell who has an account? Reset requests and logins, known against unknown.
 
-Not a test: it prints figures. It starts gunicorn on 127.0.0.1 (one worker, one thread, so
-that requests do not overlap), with RATELIMIT_ENABLED=false and WTF_CSRF_ENABLED=false,
-on a fresh SQLite file, and sends interleaved sequential requests:
+Not a test: it prints figures. For each serving mode (gunicorn ``-w 2`` sync workers, and
+``-w 2 --threads 4``) it migrates and seeds a fresh SQLite file (100 users), starts gunicorn on
+127.0.0.1 with the default settings but RATELIMIT_ENABLED=false (CSRF stays on: each POST
+carries the token of the form page fetched, untimed, just before it), with the in-process
+delivery thread (MAIL_QUEUE=thread, every MAIL_POLL_INTERVAL seconds) sending to a local
+aiosmtpd sink that answers at once, so that the emails of known addresses are really looked
+up, rendered and sent inside the web processes while the requests are timed.
 
-- POST /reset_password_request for an address with an account and one without, first with
-  MAIL_QUEUE=none (the request path alone), then with the in-process delivery thread and a
-  local SMTP sink (as in production: the worker shares the process with the requests), where
-  it also times the GET that follows each reset request, to see whether the email work done
-  in the background for a known address slows the next request down;
-- POST /login with a wrong password for an existing username and with an unknown username.
+POST /reset_password_request is timed for one account's address ("known") and for fresh
+addresses without an account ("unknown"), in two orders: blocks (all known, then all
+unknown) and interleaved (known, unknown, known, ...). Between orders the outbox is left
+to drain, so that each order starts with an idle worker. Per order it prints the medians,
+the 90th percentiles and the Mann-Whitney AUC: the probability that a known request is
+slower than an unknown one (0.5: time tells nothing). Then it waits at least one cadence
+and checks that every email of a known address reached the sink (and no other), and times
+POST /login with a wrong password against an unknown username (interleaved).
 
-.venv/bin/python bench/bench_enumeration.py [--requests 300]
+    .venv/bin/python bench/bench_enumeration.py [--requests 100] [--rounds 1] [--logins 50]
 """
 
 import argparse
+import asyncio
+import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -22,121 +31,221 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_email import start_sink  # noqa: E402
-from bench.serve import NO_REDIRECT, Server, app_env, flask, free_port, percentiles, post  # noqa: E402
+from aiosmtpd.controller import Controller  # noqa: E402
+
+from bench.serve import Browser, Server, app_env, auc, flask, free_port, quantile  # noqa: E402
+
+POLL_INTERVAL = 5  # the default MAIL_POLL_INTERVAL, which this benchmark keeps
+DRAIN_LIMIT = 60  # seconds to wait for the outbox to empty before giving up
+MODES = {'sync': 1, 'threads': 4}  # gunicorn --threads for each mode; -w 2 in both
 
 
-def get(url):
-    """GET a page; return seconds."""
-    start = time.perf_counter()
-    with NO_REDIRECT.open(url, timeout=30) as response:
-        response.read()
-    return time.perf_counter() - start
+class Sink:
+    """An SMTP server that accepts every message at once and remembers when and for whom."""
+
+    def __init__(self):
+        self.received = []  # (time.time(), recipients)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        self.received.append((time.time(), tuple(envelope.rcpt_tos)))
+        await asyncio.sleep(0)
+        return '250 OK'
+
+    def count(self, address=None):
+        return sum(1 for _, rcpts in self.received if address is None or address in rcpts)
 
 
-def interleaved(count, pairs, measure):
-    """Measure both pairs ``count`` times, alternating which goes first; samples by label."""
-    samples = {label: [] for label, _ in pairs}
+def outbox(database):
+    """The outbox rows by status."""
+    with sqlite3.connect(f'file:{database}?mode=ro', uri=True, timeout=15) as connection:
+        rows = connection.execute('SELECT status, count(*) FROM outbound_email GROUP BY status')
+        return dict(rows.fetchall())
+
+
+def drain(database, sink, expected, at_least=0.0):
+    """Wait (``at_least`` seconds, then) until nothing is pending and the sink has ``expected``."""
+    start = time.monotonic()
+    time.sleep(at_least)
+    while time.monotonic() - start < DRAIN_LIMIT:
+        counts = outbox(database)
+        if not counts.get('pending') and not counts.get('sending') and sink.count() >= expected:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise RuntimeError(f'the outbox did not drain in {DRAIN_LIMIT} s: {outbox(database)}')
+
+
+def start_app(workdir, name, threads, smtp_port):
+    """Migrate and seed a database, then serve it; the server, its file and one account."""
+    port = free_port()
+    database = f'{workdir}/{name}.db'
+    env = app_env(
+        port,
+        f'sqlite:///{database}',
+        WTF_CSRF_ENABLED='true',
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=smtp_port,
+    )
+    for name in ('MAIL_QUEUE', 'MAIL_POLL_INTERVAL', 'MAIL_CONNECTIONS', 'MAIL_BATCH_SIZE'):
+        env.pop(name, None)  # the defaults: thread, 5 s, 4 connections, batches of 10
+    flask(env, 'db', 'upgrade')
+    flask(env, 'seed', '--users', '100', '--posts', '0', '--follows', '0')
+    with sqlite3.connect(database) as connection:
+        account = connection.execute('SELECT username, email FROM user LIMIT 1').fetchone()
+    return Server(env, port, workers=2, threads=threads), database, account
+
+
+def reset_requests(server, sequence):
+    """Time POST /reset_password_request for each (label, address); samples and time spans."""
+    browser = Browser()
+    url = server.base + '/reset_password_request'
+    samples = {'known': [], 'unknown': []}
+    spans = {'known': [], 'unknown': []}
+    for label, address in sequence:
+        started = time.time()
+        status, seconds = browser.submit(url, {'email': address})
+        assert status == 302, f'{label} reset request answered {status}'
+        samples[label].append(seconds)
+        spans[label].append((started, time.time()))
+    return samples, spans
+
+
+def orders(known, count, tag):
+    """The two orders of ``count`` known and ``count`` unknown requests."""
+
+    def unknown(number):
+        return 'unknown', f'nobody-{tag}-{number}@example.com'
+
+    blocks = [('known', known)] * count + [unknown(n) for n in range(count)]
+    # The control: whatever makes the first (or second) block slower, whoever it asks
+    # about (a pass of the delivery thread, the machine's other load), shows here too.
+    reversed_ = [unknown(count + n) for n in range(count)] + [('known', known)] * count
+    interleaved = []
     for number in range(count):
-        for label, value in pairs if number % 2 else list(reversed(pairs)):
-            samples[label].append(measure(label, value, number))
+        interleaved += [('known', known), unknown(2 * count + number)]
+    return {'blocks': blocks, 'reversed': reversed_, 'interleaved': interleaved}
+
+
+def sent_during(sink, spans):
+    """Emails the sink received while requests of that label were being made."""
+    first = min(start for start, _ in spans)
+    last = max(end for _, end in spans)
+    return sum(1 for when, _ in sink.received if first <= when <= last)
+
+
+def login_requests(server, username, count):
+    """Interleaved POST /login: a wrong password for an account, and an unknown username."""
+    browser = Browser()
+    url = server.base + '/login'
+    samples = {'wrong password': [], 'unknown user': []}
+    for number in range(count):
+        pairs = [('wrong password', username), ('unknown user', f'nobody{number}')]
+        for label, name in pairs if number % 2 else pairs[::-1]:
+            status, seconds = browser.submit(url, {'username': name, 'password': 'wrong-pw-123'})
+            assert status == 200, f'login ({label}) answered {status}'
+            samples[label].append(seconds)
     return samples
 
 
-def start_app(workdir, name, **settings):
-    """Migrate and seed a database, then serve it; the server and one seeded account."""
-    port = free_port()
-    database = f'{workdir}/{name}.db'
-    env = app_env(port, f'sqlite:///{database}', **settings)
-    flask(env, 'db', 'upgrade')
-    flask(env, 'seed', '--users', '100', '--posts', '0', '--follows', '0')
-    import sqlite3
-
-    with sqlite3.connect(database) as connection:
-        account = connection.execute('SELECT username, email FROM user LIMIT 1').fetchone()
-    return Server(env, port, workers=1, threads=1), account
-
-
-def reset_samples(server, email, count, probe=False):
-    """Time reset requests (and, with ``probe``, the GET right after each)."""
-    probes = {'after known': [], 'after unknown': []}
-
-    def measure(label, address, number):
-        if label == 'unknown':
-            address = f'nobody{number}@example.com'
-        status, seconds = post(server.base + '/reset_password_request', {'email': address})
-        assert status == 302, status
-        if probe:
-            probes[f'after {label}'].append(get(server.base + '/login'))
-        return seconds
-
-    samples = interleaved(count, [('known', email), ('unknown', None)], measure)
-    return samples, probes
-
-
-def login_samples(server, username, count):
-    def measure(label, name, number):
-        status, seconds = post(server.base + '/login', {'username': name, 'password': 'wrong-pw'})
-        assert status == 200, status
-        return seconds
-
-    return interleaved(count, [('wrong password', username), ('unknown user', 'nobody')], measure)
-
-
-def report(title, samples, known, unknown):
-    print(f'\n{title}')
-    print(f'  {"":<32}{"n":>5}{"median ms":>11}{"p99 ms":>9}')
-    for label, values in samples.items():
-        median, p99 = percentiles(values)
-        print(f'  {label:<32}{len(values):>5}{median:>11.2f}{p99:>9.2f}')
-    ratio = percentiles(samples[known])[0] / percentiles(samples[unknown])[0]
-    print(f'  median {known} / {unknown}: {ratio:.3f}')
+def run_mode(workdir, mode, count, rounds, logins):
+    """Every measurement for one serving mode; a list of result rows and the checks."""
+    sink = Sink()
+    smtp_port = free_port()
+    controller = Controller(sink, hostname='127.0.0.1', port=smtp_port)
+    controller.start()
+    rows, checks = [], {}
+    try:
+        server, database, (username, known) = start_app(workdir, mode, MODES[mode], smtp_port)
+        try:
+            # Warm both workers up (templates, connections), then let the outbox drain.
+            warm = [('known', known), ('unknown', 'warm-up@example.com')] * 10
+            reset_requests(server, warm)
+            expected = 10
+            drain(database, sink, expected)
+            for round_ in range(rounds):
+                for order, sequence in orders(known, count, f'{mode}{round_}').items():
+                    samples, spans = reset_requests(server, sequence)
+                    busy = {label: sent_during(sink, spans[label]) for label in spans}
+                    rows.append((mode, order, round_, samples, busy))
+                    expected += count
+                    drain(database, sink, expected, at_least=0.5)
+            # The emails really left: wait at least one whole cadence, then count them.
+            time.sleep(POLL_INTERVAL + 1)
+            drain(database, sink, expected)
+            checks = {
+                'expected': expected,
+                'received': sink.count(),
+                'to the known address': sink.count(known),
+                'outbox': outbox(database),
+            }
+            if logins:
+                rows.append((mode, 'login', 0, login_requests(server, username, logins), None))
+        finally:
+            server.stop()
+    finally:
+        controller.stop()
+    return rows, checks
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--requests', type=int, default=300, help='requests of each kind')
-    count = parser.parse_args().requests
+    parser.add_argument('--requests', type=int, default=100, help='known (and unknown) per order')
+    parser.add_argument('--rounds', type=int, default=1, help='times each order is run')
+    parser.add_argument('--logins', type=int, default=50, help='logins of each kind (0: none)')
+    parser.add_argument('--modes', default='sync,threads', help='sync, threads or both')
+    args = parser.parse_args()
+    count = min(max(args.requests, 2), 1000)
+    rounds = min(max(args.rounds, 1), 10)
+    logins = min(max(args.logins, 0), 500)
+    modes = [mode for mode in args.modes.split(',') if mode in MODES]
 
+    started = time.monotonic()
+    results, all_checks = [], {}
     with tempfile.TemporaryDirectory() as workdir:
-        server, (username, email) = start_app(workdir, 'request-path', MAIL_QUEUE='none')
-        try:
-            resets, _ = reset_samples(server, email, count)
-            logins = login_samples(server, username, count)
-        finally:
-            server.stop()
+        for mode in modes:
+            rows, checks = run_mode(workdir, mode, count, rounds, logins)
+            results += rows
+            all_checks[mode] = checks
 
-        sink, controller, smtp_port = start_sink(0)
-        server, (_, email) = start_app(
-            workdir, 'with-delivery', MAIL_SERVER='127.0.0.1', MAIL_PORT=smtp_port
+    print(
+        '\nSQLite; default settings but RATELIMIT_ENABLED=false; CSRF on (token from the form);'
+        ' delivery thread every 5 s, 4 connections, to a local aiosmtpd sink answering at once;'
+        ' sequential requests, each POST preceded by an untimed GET of its form'
+    )
+    header = f'{"gunicorn -w 2":<14}{"order":<12}{"request":<16}{"n":>4}'
+    header += f'{"median ms":>11}{"p90 ms":>9}{"emails sent meanwhile":>23}'
+    for mode in modes:
+        print(f'\n{header}{"AUC":>8}')
+        for row_mode, order, round_, samples, busy in results:
+            if row_mode != mode:
+                continue
+            name = ('--threads 4' if mode == 'threads' else 'sync') + (
+                f' #{round_ + 1}' if rounds > 1 and order != 'login' else ''
+            )
+            labels = list(samples)
+            for index, label in enumerate(labels):
+                values = samples[label]
+                line = f'{name:<14}{order:<12}{label:<16}{len(values):>4}'
+                line += f'{statistics.median(values) * 1000:>11.2f}{quantile(values, 0.9):>9.2f}'
+                line += f'{busy[label] if busy else "":>23}'
+                if index == 0:
+                    line += f'{auc(samples[labels[0]], samples[labels[1]]):>8.3f}'
+                print(line)
+        checks = all_checks[mode]
+        print(
+            f'delivery check: {checks["received"]} emails at the sink, {checks["expected"]} '
+            f'expected (one per known request, warm-up included), '
+            f'{checks["to the known address"]} of them to the known address; '
+            f'outbox: {checks["outbox"]}'
         )
-        try:
-            delivered, probes = reset_samples(server, email, count, probe=True)
-        finally:
-            server.stop()
-            controller.stop()
-
-    print('gunicorn -w 1 --threads 1, SQLite, sequential requests, known and unknown interleaved')
-    report(
-        'POST /reset_password_request, MAIL_QUEUE=none (request path only)',
-        {f'address {k}': v for k, v in resets.items()},
-        'address known',
-        'address unknown',
+    print(
+        '\nAUC: probability that a known-address request (or a wrong password) is slower '
+        'than an unknown one; 0.5 means time tells nothing.'
     )
-    report(
-        f'POST /reset_password_request, delivery thread + SMTP sink ({sink.received} emails sent)',
-        {f'address {k}': v for k, v in delivered.items()},
-        'address known',
-        'address unknown',
+    print(f'total {time.monotonic() - started:.0f} s')
+    print(
+        f'command: {Path(sys.executable)} bench/bench_enumeration.py --requests {count} '
+        f'--rounds {rounds} --logins {logins} --modes {",".join(modes)}'
     )
-    report(
-        'GET /login right after that reset request',
-        {f'{k} address': v for k, v in probes.items()},
-        'after known address',
-        'after unknown address',
-    )
-    report('POST /login', logins, 'wrong password', 'unknown user')
-    print(f'\ncommand: {Path(sys.executable)} bench/bench_enumeration.py --requests {count}')
 
 
 if __name__ == '__main__':

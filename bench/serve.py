@@ -1,6 +1,9 @@
 """Shared by the benchmarks: run Microblog under gunicorn on 127.0.0.1, and time requests."""
 
+import http.cookiejar
 import os
+import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -48,9 +51,9 @@ def flask(env, *args):
 class Server:
     """gunicorn serving microblog:app until stop()."""
 
-    def __init__(self, env, port, workers=1, threads=4):
+    def __init__(self, env, port, workers=1, threads=4, log=os.devnull):
         self.base = f'http://127.0.0.1:{port}'
-        self.log = open(os.devnull, 'w')  # noqa: SIM115 - closed in stop()
+        self.log = open(log, 'w')  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -84,11 +87,23 @@ class Server:
         return [int(pid) for pid in children.read_text().split()]
 
     def stop(self):
+        """Stop gunicorn and its workers, by their PIDs, waiting at most about 20 s."""
+        try:
+            workers = self.worker_pids()
+        except OSError:
+            workers = []
         self.process.terminate()
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait(5)
+        for pid in workers:
+            # A worker still finishing a delivery pass when the master is gone.
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.log.close()
 
 
@@ -112,12 +127,52 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 NO_REDIRECT = urllib.request.build_opener(_NoRedirect)
 
+_CSRF_TOKEN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+class Browser:
+    """A visitor with a cookie jar, who reads a form (and its CSRF token) before posting it."""
+
+    def __init__(self):
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect
+        )
+
+    def form(self, url):
+        """GET a form page; its CSRF token, or None when CSRF protection is off."""
+        with self.opener.open(url, timeout=30) as response:
+            found = _CSRF_TOKEN.search(response.read().decode())
+        return found[1] if found else None
+
+    def submit(self, url, data):
+        """GET the form, then POST it with its token; (status, seconds) of the POST alone."""
+        token = self.form(url)
+        return post(url, {**data, 'csrf_token': token} if token else data, self.opener)
+
 
 def percentiles(samples):
     """Median and 99th percentile, in milliseconds."""
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return statistics.median(ordered) * 1000, p99 * 1000
+
+
+def quantile(samples, q):
+    """The ``q`` quantile (nearest rank) of ``samples``, in milliseconds."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+
+def auc(slower, faster):
+    """Mann-Whitney AUC: the probability that a sample of ``slower`` exceeds one of ``faster``.
+
+    Ties count one half; 0.5 means the two cannot be told apart by time.
+    """
+    wins = 0.0
+    for a in slower:
+        for b in faster:
+            wins += 1.0 if a > b else 0.5 if a == b else 0.0
+    return wins / (len(slower) * len(faster))
 
 
 import urllib.parse  # noqa: E402

@@ -15,3 +15,12 @@ def label_of(received):
     """The label a test message was queued with, read from its text body."""
     text = received.part('text/plain')
     return text.split('email delivery through ', 1)[1].split(' works.', 1)[0]
+
+
+BROKEN_KIND = 'broken_builder'
+
+
+@email_kind(BROKEN_KIND, subject='[Microblog] Never built', template='test')
+def build_broken(data):
+    """A builder with a bug: it raises what no SMTP error handler expects."""
+    raise RuntimeError(f'builder bug for {data.get("to")}')

@@ -8,6 +8,7 @@ exponential backoff, dropped (nothing to send, or a link request that waited too
 or failed. Whatever goes wrong with one message is that message's outcome alone.
 """
 
+import math
 import os
 import smtplib
 import socket
@@ -163,30 +164,38 @@ def claim_due(now, worker, limit):
     return take(candidate_ids(now, limit), now, worker)
 
 
-def anything_due(now):
-    """Whether any message is due: a pass that finds none writes nothing."""
-    query = sa.select(OutboundEmail.id).where(_due(now)).limit(1)
-    found = db.session.scalar(query) is not None
+def count_due(now, most):
+    """How many messages are due, counting up to ``most``: a pass that finds none writes nothing."""
+    due = sa.select(OutboundEmail.id).where(_due(now)).limit(most).subquery()
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(due))
     db.session.commit()
-    return found
+    return count
 
 
 def deliver_pending(now=None):
     """Run one delivery pass: send every message that is due, on several connections at once."""
     now = now or utcnow()
     report = DeliveryReport()
-    if not anything_due(now):
+    config = current_app.config
+    connections = max(1, config['MAIL_CONNECTIONS'])
+    batch_size = max(1, config['MAIL_BATCH_SIZE'])
+    due = count_due(now, connections * batch_size)
+    if not due:
         return report
-    connections = max(1, current_app.config['MAIL_CONNECTIONS'])
-    if connections == 1:
-        _send_due(now, report)
+    # Claims small enough that a short queue is still shared by every connection.
+    claim_size = min(batch_size, math.ceil(due / connections))
+    senders = min(connections, due)
+    if senders == 1:
+        _send_due(now, report, claim_size)
         return report
     app = current_app._get_current_object()
     senders = [
         threading.Thread(
-            target=_sender, args=(app, now, report), name=f'microblog-mail-sender-{number}'
+            target=_sender,
+            args=(app, now, report, claim_size),
+            name=f'microblog-mail-sender-{number}',
         )
-        for number in range(connections)
+        for number in range(senders)
     ]
     for sender in senders:
         sender.start()
@@ -195,11 +204,11 @@ def deliver_pending(now=None):
     return report
 
 
-def _sender(app, now, report):
+def _sender(app, now, report, claim_size):
     """One of a pass's parallel senders, in an app context (and database session) of its own."""
     with app.app_context():
         try:
-            _send_due(now, report)
+            _send_due(now, report, claim_size)
         except Exception:
             # The boundary of a sender thread: what it claimed is taken over when the
             # lease runs out; the other senders go on.
@@ -208,17 +217,17 @@ def _sender(app, now, report):
             db.session.remove()
 
 
-def _send_due(now, report):
+def _send_due(now, report, claim_size):
     """Claim and send batches until nothing is due, over one SMTP connection."""
-    batch_size = current_app.config['MAIL_BATCH_SIZE']
     sender = Sender(now, report)
     try:
         while True:
-            batch = claim_due(now, sender.worker, batch_size)
-            for email in batch:
-                sender.deliver(email)
-            if len(batch) < batch_size:
+            ids = candidate_ids(now, claim_size)
+            if not ids:
                 return
+            # Fewer, or none, are taken when another sender took them first: read again.
+            for email in take(ids, now, sender.worker):
+                sender.deliver(email)
     finally:
         sender.courier.hang_up()
 
