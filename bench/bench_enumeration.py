@@ -17,11 +17,12 @@ slower than an unknown one (0.5: time tells nothing). Then it waits at least one
 and checks that every email of a known address reached the sink (and no other), and times
 POST /login with a wrong password against an unknown username (interleaved).
 
-    .venv/bin/python bench/bench_enumeration.py [--requests 100] [--rounds 1] [--logins 50]
+    .venv/bin/python bench/bench_enumeration.py [--requests 100] [--rounds 3] [--logins 50]
 """
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import statistics
 import sys
@@ -33,7 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiosmtpd.controller import Controller  # noqa: E402
 
-from bench.serve import Browser, Server, app_env, auc, flask, free_port, quantile  # noqa: E402
+from bench.serve import (  # noqa: E402
+    Browser,
+    Server,
+    app_env,
+    auc,
+    command_line,
+    flask,
+    free_port,
+    quantile,
+)
 
 POLL_INTERVAL = 5  # the default MAIL_POLL_INTERVAL, which this benchmark keeps
 DRAIN_LIMIT = 60  # seconds to wait for the outbox to empty before giving up
@@ -189,7 +199,7 @@ def run_mode(workdir, mode, count, rounds, logins):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--requests', type=int, default=100, help='known (and unknown) per order')
-    parser.add_argument('--rounds', type=int, default=1, help='times each order is run')
+    parser.add_argument('--rounds', type=int, default=3, help='times each order is run')
     parser.add_argument('--logins', type=int, default=50, help='logins of each kind (0: none)')
     parser.add_argument('--modes', default='sync,threads', help='sync, threads or both')
     args = parser.parse_args()
@@ -199,6 +209,7 @@ def main():
     modes = [mode for mode in args.modes.split(',') if mode in MODES]
 
     started = time.monotonic()
+    load_before = f'{os.getloadavg()[0]:.2f}'
     results, all_checks = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         for mode in modes:
@@ -207,45 +218,57 @@ def main():
             all_checks[mode] = checks
 
     print(
-        '\nSQLite; default settings but RATELIMIT_ENABLED=false; CSRF on (token from the form);'
-        ' delivery thread every 5 s, 4 connections, to a local aiosmtpd sink answering at once;'
-        ' sequential requests, each POST preceded by an untimed GET of its form'
+        '\nSQLite; default settings but RATELIMIT_ENABLED=false; CSRF on (token from the form); '
+        'delivery thread every 5 s, 4 connections, batches of 10, to a local aiosmtpd sink '
+        'answering at once; sequential requests, each POST preceded by an untimed GET of its '
+        f'form. Load average before: {load_before}, after: {os.getloadavg()[0]:.2f}'
     )
-    header = f'{"gunicorn -w 2":<14}{"order":<12}{"request":<16}{"n":>4}'
-    header += f'{"median ms":>11}{"p90 ms":>9}{"emails sent meanwhile":>23}'
     for mode in modes:
-        print(f'\n{header}{"AUC":>8}')
-        for row_mode, order, round_, samples, busy in results:
-            if row_mode != mode:
-                continue
-            name = ('--threads 4' if mode == 'threads' else 'sync') + (
-                f' #{round_ + 1}' if rounds > 1 and order != 'login' else ''
-            )
-            labels = list(samples)
-            for index, label in enumerate(labels):
-                values = samples[label]
-                line = f'{name:<14}{order:<12}{label:<16}{len(values):>4}'
-                line += f'{statistics.median(values) * 1000:>11.2f}{quantile(values, 0.9):>9.2f}'
-                line += f'{busy[label] if busy else "":>23}'
-                if index == 0:
-                    line += f'{auc(samples[labels[0]], samples[labels[1]]):>8.3f}'
-                print(line)
+        title = 'gunicorn -w 2 --threads 4' if mode == 'threads' else 'gunicorn -w 2 (sync)'
+        print(f'\n{title}')
+        print(
+            f'  {"order":<13}{"round":<7}{"request":<16}{"n":>4}{"median ms":>11}{"p90 ms":>9}'
+            f'{"sent meanwhile":>16}{"AUC":>8}'
+        )
+        rows = [row for row in results if row[0] == mode]
+        for _, order, round_, samples, busy in rows:
+            print_rows(order, str(round_ + 1) if order != 'login' else '', samples, busy)
+        if rounds > 1:
+            for order in ('blocks', 'reversed', 'interleaved'):
+                pooled = {'known': [], 'unknown': []}
+                for _, row_order, _, samples, _ in rows:
+                    if row_order == order:
+                        for label in pooled:
+                            pooled[label] += samples[label]
+                print_rows(order, 'all', pooled, None)
         checks = all_checks[mode]
         print(
-            f'delivery check: {checks["received"]} emails at the sink, {checks["expected"]} '
-            f'expected (one per known request, warm-up included), '
+            f'  delivery check ({POLL_INTERVAL + 1} s after the last request, then until the '
+            f'outbox was empty): {checks["received"]} emails at the sink for '
+            f'{checks["expected"]} known-address requests (warm-up included), '
             f'{checks["to the known address"]} of them to the known address; '
             f'outbox: {checks["outbox"]}'
         )
     print(
-        '\nAUC: probability that a known-address request (or a wrong password) is slower '
-        'than an unknown one; 0.5 means time tells nothing.'
+        '\nAUC: probability that a known-address request (a wrong password) is slower than an '
+        'unknown one; 0.5: time tells nothing. "sent meanwhile": emails the sink received while '
+        'the requests of that label were being made. "reversed" is the control of "blocks": '
+        'unknown first, then known.'
     )
     print(f'total {time.monotonic() - started:.0f} s')
-    print(
-        f'command: {Path(sys.executable)} bench/bench_enumeration.py --requests {count} '
-        f'--rounds {rounds} --logins {logins} --modes {",".join(modes)}'
-    )
+    print(f'command: {command_line()}')
+
+
+def print_rows(order, round_, samples, busy):
+    labels = list(samples)
+    for index, label in enumerate(labels):
+        values = samples[label]
+        line = f'  {order:<13}{round_:<7}{label:<16}{len(values):>4}'
+        line += f'{statistics.median(values) * 1000:>11.2f}{quantile(values, 0.9):>9.2f}'
+        line += f'{busy[label] if busy else "":>16}'
+        if index == 0:
+            line += f'{auc(samples[labels[0]], samples[labels[1]]):>8.3f}'
+        print(line)
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 import http.cookiejar
 import os
 import re
+import shlex
 import signal
 import socket
 import statistics
@@ -148,6 +149,14 @@ class Browser:
         """GET the form, then POST it with its token; (status, seconds) of the POST alone."""
         token = self.form(url)
         return post(url, {**data, 'csrf_token': token} if token else data, self.opener)
+
+
+def command_line():
+    """The command that was run, as typed from the project root."""
+    python = Path(sys.executable)
+    if python.is_relative_to(ROOT):
+        python = python.relative_to(ROOT)
+    return shlex.join([str(python), *sys.argv])
 
 
 def percentiles(samples):

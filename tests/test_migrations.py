@@ -1,10 +1,16 @@
 """`flask db upgrade` on an empty database gives exactly what the models say."""
 
+import re
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import upgrade
 
 from app import db
+from app.mail import deliver_pending
+from app.models import OutboundEmail, User
 
 
 def test_upgrade_matches_the_models(make_app):
@@ -27,3 +33,90 @@ def test_upgrade_makes_the_email_key_unique(make_app):
         indexes = {index['name']: index for index in db.inspect(db.engine).get_indexes('user')}
     assert indexes['ix_user_email_key']['column_names'] == ['email_key']
     assert indexes['ix_user_email_key']['unique']
+
+
+def test_upgrade_keeps_waiting_mail_and_leaves_no_link_at_rest(make_app):
+    """From the outbox that stored rendered bodies to the one that stores what to send."""
+    app = make_app(create_tables=False, MAIL_QUEUE='none', MAIL_SUPPRESS_SEND=True)
+    old_link = 'https://microblog.example.com/reset_password/eyJhbGciOi.eyJyZXNldF9w.c2lnbmF0dXJl'
+    now = datetime.now(UTC)
+    with app.app_context():
+        upgrade(revision='7f8e9d0c1b2a')
+        users = sa.table(
+            'user', *(sa.column(name) for name in ('id', 'username', 'email', 'password_hash'))
+        )
+        db.session.execute(
+            sa.insert(users),
+            [
+                {'id': 1, 'username': 'hans', 'email': 'hans@straße.de', 'password_hash': 'x'},
+                {'id': 2, 'username': 'ann', 'email': 'Ann@Example.com', 'password_hash': 'x'},
+            ],
+        )
+        stamp = sa.DateTime(timezone=True)
+        outbox = sa.table(
+            'outbound_email',
+            *(sa.column(name) for name in ('subject', 'sender', 'text_body', 'html_body')),
+            *(sa.column(name) for name in ('status', 'attempts')),
+            sa.column('recipients', sa.JSON),
+            sa.column('created_at', stamp),
+            sa.column('next_attempt_at', stamp),
+        )
+        row = {
+            'sender': 'no-reply@example.com',
+            'text_body': f'open {old_link}',
+            'html_body': f'<a href="{old_link}">',
+            'attempts': 1,
+            'created_at': now,
+            'next_attempt_at': now,
+        }
+        reset, changed = '[Microblog] Reset Your Password', '[Microblog] Your password was changed'
+        db.session.execute(
+            sa.insert(outbox),
+            [
+                {**row, 'subject': reset, 'recipients': ['hans@straße.de'], 'status': 'sent'},
+                {**row, 'subject': reset, 'recipients': ['Ann@Example.com'], 'status': 'pending'},
+                {**row, 'subject': changed, 'recipients': ['ann@example.com'], 'status': 'sending'},
+                {**row, 'subject': 'Hello', 'recipients': ['x@example.com'], 'status': 'pending'},
+            ],
+        )
+        requests = sa.table(
+            'password_reset_request', sa.column('email'), sa.column('created_at', stamp)
+        )
+        db.session.execute(sa.insert(requests), [{'email': 'HANS@STRASSE.de', 'created_at': now}])
+        db.session.commit()
+
+        upgrade()
+        assert [user.email_key for user in db.session.scalars(sa.select(User))] == [
+            'hans@xn--strae-oqa.de',
+            'ann@example.com',
+        ]
+        rows = db.session.scalars(sa.select(OutboundEmail).order_by(OutboundEmail.id)).all()
+        assert [(r.kind, r.data, r.status, r.recipient) for r in rows] == [
+            ('reset_password', {'email': 'hans@straße.de'}, 'sent', 'hans@straße.de'),
+            ('reset_password', {'email': 'Ann@Example.com'}, 'pending', 'Ann@Example.com'),
+            ('password_changed', {'user_id': 2}, 'pending', 'ann@example.com'),
+            ('unknown', {}, 'dropped', 'x@example.com'),
+            ('reset_password', {'email': 'HANS@STRASSE.de'}, 'pending', 'HANS@STRASSE.de'),
+        ]
+        for table in db.metadata.sorted_tables:
+            for values in db.session.execute(sa.select(table)).all():
+                assert not any(re.search(r'eyJ\w+\.', str(value)) for value in values)
+
+        report = deliver_pending()
+        assert (len(report.sent), len(report.dropped)) == (2, 1)  # strasse.de is not straße.de
+
+
+def test_downgrade_and_upgrade_again(make_app):
+    from flask_migrate import downgrade
+
+    app = make_app(create_tables=False)
+    with app.app_context():
+        upgrade()
+        db.session.add(User(username='hans', email='hans@straße.de', password_hash='x'))
+        db.session.add(OutboundEmail(kind='reset_password', data={'email': 'a@example.com'}))
+        db.session.commit()
+        downgrade(revision='7f8e9d0c1b2a')
+        names = set(db.inspect(db.engine).get_table_names())
+        assert 'password_reset_request' in names
+        upgrade()
+        assert db.session.scalar(sa.select(User.email_key)) == 'hans@xn--strae-oqa.de'
