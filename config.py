@@ -128,5 +128,10 @@ class Config:
     )
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = 'Lax'
-    REMEMBER_COOKIE_HTTPONLY = True
-    REMEMBER_COOKIE_SAMESITE = 'Lax'
+    # Sessions live on the server (auth/sessions.py). Without "remember me" one ends
+    # after this many seconds unused (and its cookie when the browser closes) ...
+    SESSION_LIFETIME = env_int('SESSION_LIFETIME', 24 * 3600)
+    # ... with it, after this many seconds unused.
+    REMEMBER_ME_LIFETIME = env_int('REMEMBER_ME_LIFETIME', 30 * 24 * 3600)
+    # Error tracebacks and logs never carry SQL parameters (password hashes, addresses).
+    SQLALCHEMY_ENGINE_OPTIONS = {'hide_parameters': True}

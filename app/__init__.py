@@ -3,15 +3,14 @@
 import logging
 import os
 import queue
+from datetime import timedelta
 from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler, SMTPHandler
 
-import flask_login
 import sqlalchemy as sa
-from flask import Flask, current_app, session
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_login.signals import user_loaded_from_cookie
-from flask_login.utils import decode_cookie
+from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -19,34 +18,6 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import DEV_SECRET_KEY, Config
-
-
-class LoginManager(flask_login.LoginManager):
-    """Flask-Login's manager, also accepting remember-me cookies signed with a fallback key.
-
-    Flask-Login signs the cookie with SECRET_KEY alone, so without this a key
-    rotation would log out everyone who chose "remember me". (Flask-Login 0.6.3
-    is pinned: this overrides its cookie loader.)
-    """
-
-    def _load_user_from_remember_cookie(self, cookie):
-        user = super()._load_user_from_remember_cookie(cookie)
-        if user is not None:
-            return user
-        for key in current_app.config.get('SECRET_KEY_FALLBACKS') or []:
-            user_id = decode_cookie(cookie, key=key)
-            if user_id is None:
-                continue
-            user = self._user_callback(user_id)
-            if user is None:
-                return None
-            session['_user_id'] = user.get_id()  # the fingerprint under the current key
-            session['_fresh'] = False
-            session['_remember'] = 'set'  # re-issue the cookie under the current key
-            user_loaded_from_cookie.send(current_app._get_current_object(), user=user)
-            return user
-        return None
-
 
 db = SQLAlchemy()
 migrate = Migrate()
@@ -87,6 +58,9 @@ def create_app(config_class=Config):
     app.register_blueprint(errors_bp)
 
     from app.auth import bp as auth_bp
+    from app.auth.sessions import RotatingSessionInterface
+
+    app.session_interface = RotatingSessionInterface()
 
     app.register_blueprint(auth_bp)
 
@@ -125,8 +99,8 @@ def check_config(app):
         config['PREFERRED_URL_SCHEME'] = 'http' if app.debug else 'https'
     if config['SESSION_COOKIE_SECURE'] is None:
         config['SESSION_COOKIE_SECURE'] = not app.debug
-    if config.get('REMEMBER_COOKIE_SECURE') is None:
-        config['REMEMBER_COOKIE_SECURE'] = config['SESSION_COOKIE_SECURE']
+    # A remembered session's cookie lives as long as its row on the server.
+    config['PERMANENT_SESSION_LIFETIME'] = timedelta(seconds=config['REMEMBER_ME_LIFETIME'])
     if relaxed:
         if not config['SERVER_NAME']:
             config['SERVER_NAME'] = '127.0.0.1:5000'

@@ -8,11 +8,11 @@ from hashlib import md5
 import jwt
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app, has_request_context, session
+from flask import current_app
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app import db, login
+from app import db
 from app.addresses import lookup_key
 
 
@@ -64,6 +64,8 @@ class User(UserMixin, db.Model):
     password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(256))
     about_me: so.Mapped[str | None] = so.mapped_column(sa.String(140))
     last_seen: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, default=utcnow)
+    # A successful login ends the reset links sent before it: see reset_state.
+    last_login_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
 
     posts: so.WriteOnlyMapped['Post'] = so.relationship(back_populates='author')
     following: so.WriteOnlyMapped['User'] = so.relationship(
@@ -145,25 +147,27 @@ class User(UserMixin, db.Model):
             .order_by(Post.timestamp.desc(), Post.id.desc())
         )
 
-    # Sessions, remember-me cookies and reset links are all bound to the
-    # password: a new password ends every one of them.
-    def password_state(self):
-        """A keyed fingerprint of the current password hash: changes when the password does."""
-        key = current_app.config['SECRET_KEY'].encode()
-        message = b'password-state:' + (self.password_hash or '').encode()
-        return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+    # Reset links are bound to the password and to the last login: a new password
+    # or a successful login ends every link sent before it.
+    def reset_state(self, key=None):
+        """A keyed fingerprint of what a reset link must still find to be valid."""
+        key = key or current_app.config['SECRET_KEY']
+        last_login = self.last_login_at.isoformat() if self.last_login_at else ''
+        message = f'reset-state:{self.password_hash or ""}:{last_login}'.encode()
+        return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
 
     def get_id(self):
-        return f'{self.id}:{self.password_state()}'
+        """The key of the server-side session this user was loaded through (see auth.sessions)."""
+        return getattr(self, 'session_key', None)
 
     def get_reset_password_token(self, expires_in=None):
-        """A signed, expiring link token that dies when the password changes."""
+        """A signed, expiring link token that dies when the password changes or the user logs in."""
         if expires_in is None:
             expires_in = current_app.config['RESET_PASSWORD_TOKEN_TTL']
         now = utcnow()
         payload = {
             'reset_password': self.id,
-            'state': self.password_state(),
+            'state': self.reset_state(),
             'iat': now,
             'exp': now + timedelta(seconds=expires_in),
         }
@@ -179,20 +183,17 @@ class User(UserMixin, db.Model):
         if not isinstance(user_id, int) or isinstance(user_id, bool):
             return None
         user = db.session.get(User, user_id)
-        if user is None:
+        if user is None or not user.has_reset_state(payload['state']):
             return None
-        # The state is checked against every accepted key, so that a rotation
-        # does not invalidate links already sent.
-        for key in signing_keys():
-            expected = _password_state_with_key(user, key)
-            if hmac.compare_digest(str(payload['state']), expected):
-                return user
-        return None
+        return user
 
+    def has_reset_state(self, state):
+        """Whether ``state`` is this user's reset state under any accepted key.
 
-def _password_state_with_key(user, key):
-    message = b'password-state:' + (user.password_hash or '').encode()
-    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
+        Every key is tried, so that a key rotation does not end links already sent.
+        """
+        state = str(state)
+        return any(hmac.compare_digest(state, self.reset_state(key)) for key in signing_keys())
 
 
 def signing_keys():
@@ -215,23 +216,36 @@ def decode_signed(token, require):
     return None
 
 
-@login.user_loader
-def load_user(user_id):
-    """Load the user of a session or remember cookie, if its password has not changed since."""
-    id_part, _, state = user_id.partition(':')
-    if not id_part.isdigit() or not state:
-        return None
-    user = db.session.get(User, int(id_part))
-    if user is None:
-        return None
-    for number, key in enumerate(signing_keys()):
-        if hmac.compare_digest(state, _password_state_with_key(user, key)):
-            if number and has_request_context():
-                # Made under a key being retired: carry on under the current one, so
-                # that the session outlives the old key's removal from the fallbacks.
-                session['_user_id'] = user.get_id()
-            return user
-    return None
+class UserSession(db.Model):
+    """A session on the server: a signed-in browser, or a password reset in progress.
+
+    The browser's cookie holds only a random key; the row holds its SHA-256, so
+    that neither a copied cookie after logout nor a read of this table gets in.
+    Logging out, a password change and "log out other sessions" delete rows.
+    """
+
+    __tablename__ = 'user_session'
+
+    LOGIN = 'login'
+    RESET = 'reset'
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    key_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    purpose: so.Mapped[str] = so.mapped_column(sa.String(16))
+    created_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    expires_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime)
+    remember: so.Mapped[bool] = so.mapped_column(default=False)
+    ip_address: so.Mapped[str | None] = so.mapped_column(sa.String(45))
+    device: so.Mapped[str | None] = so.mapped_column(sa.String(120))
+    # For a reset in progress: the reset state the link carried (a fingerprint, not a token).
+    reset_state: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+
+    user: so.Mapped[User] = so.relationship()
+
+    def __repr__(self):
+        return f'<UserSession {self.id} {self.purpose} of user {self.user_id}>'
 
 
 class Post(db.Model):

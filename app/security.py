@@ -3,6 +3,7 @@
 from functools import lru_cache
 
 from flask import abort, request
+from flask_login import current_user
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 from zxcvbn import zxcvbn
@@ -59,6 +60,10 @@ def init_security(app):
         if request.endpoint in NO_STORE_ENDPOINTS:
             headers['Cache-Control'] = 'no-store'
             headers['Pragma'] = 'no-cache'
+        elif request.endpoint != 'static' and current_user.is_authenticated:
+            # A signed-in page is this user's alone: no shared cache keeps it, no
+            # back button shows it after logout.
+            headers['Cache-Control'] = 'private, no-store'
         return response
 
 

@@ -2,6 +2,7 @@
 
 import http.cookiejar
 import os
+import random
 import re
 import shlex
 import signal
@@ -42,6 +43,23 @@ def app_env(port, database_url, **extra):
     }
 
 
+def seed_accounts(env, users):
+    """`flask seed` ``users`` accounts with a random seed, so that their addresses are this
+    run's alone (other programs on the machine may run benchmarks with their own sinks)."""
+    flask(
+        env,
+        'seed',
+        '--users',
+        str(users),
+        '--posts',
+        '0',
+        '--follows',
+        '0',
+        '--seed',
+        str(random.randrange(10**9)),
+    )
+
+
 def flask(env, *args):
     """Run a flask command in the project with this environment."""
     subprocess.run(
@@ -73,29 +91,58 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        try:
+            self._wait_until_ready(deadline=time.monotonic() + 30)
+        except BaseException:
+            self.stop(grace=5)
+            raise
+
+    def _wait_until_ready(self, deadline):
+        # Other programs on this machine pick free ports too: make sure the port is this
+        # gunicorn's (its master holds the listening socket) before sending it anything.
+        while not self.owns_port():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f'gunicorn did not get {self.base}')
+            time.sleep(0.1)
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.base + '/login', timeout=2):
+                with urllib.request.urlopen(self.base + '/login', timeout=5):
                     return
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset or timed out while the workers start
                 time.sleep(0.1)
-        self.stop()
         raise RuntimeError('the server did not start')
+
+    def owns_port(self):
+        """Whether the socket listening on 127.0.0.1:<port> is held by this gunicorn's master."""
+        port = int(self.base.rsplit(':', 1)[1])
+        listening = set()
+        for line in Path('/proc/net/tcp').read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == f'0100007F:{port:04X}' and fields[3] == '0A':
+                listening.add(f'socket:[{fields[9]}]')
+        try:
+            held = {os.readlink(fd) for fd in Path(f'/proc/{self.process.pid}/fd').iterdir()}
+        except OSError:
+            return False
+        return bool(listening & held)
 
     def worker_pids(self):
         children = Path(f'/proc/{self.process.pid}/task/{self.process.pid}/children')
         return [int(pid) for pid in children.read_text().split()]
 
-    def stop(self):
-        """Stop gunicorn and its workers, by their PIDs, waiting at most about 20 s."""
+    def stop(self, grace=15):
+        """Stop gunicorn and its workers, by their PIDs, waiting at most ``grace`` + 5 s.
+
+        A worker in the middle of a delivery pass finishes it first (up to MAIL_TIMEOUT + 5 s):
+        a benchmark that leaves a slow pass behind stops with a short ``grace``.
+        """
         try:
             workers = self.worker_pids()
         except OSError:
             workers = []
         self.process.terminate()
         try:
-            self.process.wait(15)
+            self.process.wait(grace)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)

@@ -165,6 +165,20 @@ def outbox(app):
         yield Outbox(app, recorded)
 
 
+def sign_in_as(client, user, remember=False):
+    """Sign the test client in as ``user`` without a password: a real session on the server."""
+    from app.auth.sessions import sign_in
+
+    with client.application.test_request_context():
+        sign_in(user, remember)
+        key = user.get_id()
+    with client.session_transaction() as session:
+        session['_user_id'] = key
+        session['_fresh'] = True
+        session.permanent = remember
+    return client
+
+
 def links_in(text):
     """Every http(s) URL in a text."""
     return re.findall(r'https?://[^\s"<>]+', text)

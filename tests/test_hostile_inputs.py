@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from app import db, mailer
 from app.models import Post, User
-from tests.conftest import PASSWORD, links_in
+from tests.conftest import PASSWORD, links_in, sign_in_as
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 INVALID_LINK = 'This reset link is invalid or has expired.'
@@ -56,11 +56,10 @@ def become(client, state):
     user = fresh_susan()
     with client.session_transaction() as session:
         session.clear()
-        if state == 'logged in':
-            session['_user_id'] = user.get_id()
-            session['_fresh'] = True
-        elif state == 'link':
-            session['reset_token'] = user.get_reset_password_token()
+    if state == 'logged in':
+        sign_in_as(client, user)
+    elif state == 'link':
+        client.get(f'/reset_password/{user.get_reset_password_token()}')
     return client
 
 
@@ -72,7 +71,7 @@ def flashes(client):
 
 
 def _none_token(user):
-    claims = {'reset_password': user.id, 'state': user.password_state(), 'exp': 2**40}
+    claims = {'reset_password': user.id, 'state': user.reset_state(), 'exp': 2**40}
     return jwt.encode(claims, None, algorithm='none')
 
 
@@ -352,11 +351,12 @@ def test_a_double_click_changes_the_password_once(client, susan, outbox):
     assert [m.subject for m in outbox] == ['[Microblog] Your password was changed']
 
 
-def test_a_token_swapped_in_the_session_is_refused(client, make_user):
+@pytest.mark.parametrize('value', ['x' * 43, {'reset_password': 2}, None, 12345])
+def test_a_reset_key_swapped_in_the_cookie_is_refused(client, make_user, value):
     susan, john = make_user('susan'), make_user('john')
     client.get(f'/reset_password/{susan.get_reset_password_token()}')
     with client.session_transaction() as session:
-        session['reset_token'] = {'reset_password': john.id}
+        session['reset_session'] = value
     response = client.post(
         '/reset_password', data={'password': NEW_PASSWORD, 'password2': NEW_PASSWORD}
     )

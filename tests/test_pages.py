@@ -123,17 +123,20 @@ def test_login_failures(client, make_user, username, password):
     assert client.get('/index').status_code == 302
 
 
-def test_remember_me_sets_a_cookie(client, make_user, auth):
+def test_remember_me_keeps_the_session_cookie_for_a_month(client, make_user, auth):
     make_user('susan')
     auth.login(remember_me=True)
-    cookie = client.get_cookie('remember_token', domain='microblog.example.com')
-    assert cookie is not None
+    cookie = client.get_cookie('session', domain='microblog.example.com')
     assert cookie.http_only
+    lifetime = cookie.expires - utcnow()
+    assert timedelta(days=29) < lifetime <= timedelta(days=30)
 
 
 def test_remember_me_off_sets_no_cookie(client, make_user, auth):
     make_user('susan')
     auth.login()
+    cookie = client.get_cookie('session', domain='microblog.example.com')
+    assert cookie.expires is None  # ends with the browser
     assert client.get_cookie('remember_token', domain='microblog.example.com') is None
 
 

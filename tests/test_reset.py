@@ -132,7 +132,7 @@ def _b64(data):
 def _token(user, key=None, algorithm='HS256', **changes):
     payload = {
         'reset_password': user.id,
-        'state': user.password_state(),
+        'state': user.reset_state(),
         'iat': utcnow(),
         'exp': utcnow() + timedelta(minutes=10),
     }
@@ -151,7 +151,7 @@ def _unsigned(user):
     body = _b64(
         {
             'reset_password': user.id,
-            'state': user.password_state(),
+            'state': user.reset_state(),
             'iat': now,
             'exp': now + 600,
         }

@@ -132,10 +132,10 @@ def test_the_payload_holds_nothing_secret(app, make_user, monkeypatch):
         assert secret not in readable
     # The state is a fingerprint keyed with SECRET_KEY: not the hash, nor a plain digest
     # of it that anyone holding a leaked hash could recompute.
-    assert payload['state'] == user.password_state()
+    assert payload['state'] == user.reset_state()
     assert payload['state'] != hashlib.sha256(user.password_hash.encode()).hexdigest()[:32]
     monkeypatch.setitem(app.config, 'SECRET_KEY', NEW_KEY)
-    assert user.password_state() != payload['state']
+    assert user.reset_state() != payload['state']
 
 
 def _signed(key, **claims):
@@ -146,13 +146,13 @@ def _signed(key, **claims):
 FOREIGN_TOKENS = {
     'another purpose': lambda user: _signed(TEST_KEY, confirm=user.id),
     'another purpose, same state': lambda user: _signed(
-        TEST_KEY, confirm=user.id, state=user.password_state()
+        TEST_KEY, confirm=user.id, state=user.reset_state()
     ),
     'another key': lambda user: _signed(
-        OLD_KEY, reset_password=user.id, state=user.password_state()
+        OLD_KEY, reset_password=user.id, state=user.reset_state()
     ),
     'unsigned': lambda user: jwt.encode(
-        {'reset_password': user.id, 'state': user.password_state()}, None, 'none'
+        {'reset_password': user.id, 'state': user.reset_state()}, None, 'none'
     ),
 }
 
@@ -167,10 +167,12 @@ def test_tokens_of_another_purpose_or_key_are_refused(client, make_user, kind):
 def test_key_rotation_keeps_links_and_sessions(make_app):
     old_app = make_app(SECRET_KEY=OLD_KEY)
     with old_app.app_context():
-        old_token = add_susan().get_reset_password_token()
+        add_susan()
     old_client = old_app.test_client()
     assert log_in(old_client).status_code == 302
     session_cookie = old_client.get_cookie('session', domain=SITE)
+    with old_app.app_context():
+        old_token = susan().get_reset_password_token()  # after the login, which ends older links
 
     rotated = make_app(create_tables=False, SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[OLD_KEY])
     with rotated.app_context():
@@ -201,25 +203,26 @@ def test_key_rotation_keeps_links_and_sessions(make_app):
         assert client.get('/index').status_code == status
 
 
-def test_key_rotation_keeps_remember_me_cookies(make_app):
+def test_key_rotation_keeps_remembered_sessions(make_app):
     old_app = make_app(SECRET_KEY=OLD_KEY)
     with old_app.app_context():
         add_susan()
     remembered = old_app.test_client()
     log_in(remembered, remember=True)
-    remember = remembered.get_cookie('remember_token', domain=SITE)
+    remember = remembered.get_cookie('session', domain=SITE)
 
     rotated = make_app(create_tables=False, SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[OLD_KEY])
     client = rotated.test_client()
-    client.set_cookie('remember_token', remember.value, domain=SITE)
+    client.set_cookie('session', remember.value, domain=SITE)
     assert client.get('/index').status_code == 200
-    reissued = client.get_cookie('remember_token', domain=SITE)
+    reissued = client.get_cookie('session', domain=SITE)
     assert reissued.value != remember.value  # signed again, with the new key
+    assert reissued.expires is not None  # and still remembered
 
     unrotated = make_app(create_tables=False, SECRET_KEY=NEW_KEY)
     for value, status in ((remember.value, 302), (reissued.value, 200)):
         client = unrotated.test_client()
-        client.set_cookie('remember_token', value, domain=SITE)
+        client.set_cookie('session', value, domain=SITE)
         assert client.get('/index').status_code == status
 
 
@@ -444,7 +447,6 @@ def production_app(make_app, tmp_path, monkeypatch):
             'LOG_TO_STDOUT': True,
             'MAIL_SERVER': None,
             'SESSION_COOKIE_SECURE': None,
-            'REMEMBER_COOKIE_SECURE': None,
             **overrides,
         }
         return make_app(**settings)
@@ -468,19 +470,16 @@ def test_cookies_are_httponly_lax_and_secure_in_production(production_app):
     app = production_app()
     assert not app.debug and not app.testing
     cookies = login_cookies(app)
-    for name in ('session', 'remember_token'):
-        assert '; HttpOnly' in cookies[name]
-        assert '; SameSite=Lax' in cookies[name]
-        assert '; Secure' in cookies[name]
+    assert list(cookies) == ['session']  # one cookie, remembered or not
+    assert '; HttpOnly' in cookies['session']
+    assert '; SameSite=Lax' in cookies['session']
+    assert '; Secure' in cookies['session']
 
 
 def test_debug_mode_sends_cookies_over_plain_http(make_app):
-    cookies = login_cookies(
-        make_app(DEBUG=True, SESSION_COOKIE_SECURE=None, REMEMBER_COOKIE_SECURE=None)
-    )
-    for name in ('session', 'remember_token'):
-        assert '; HttpOnly' in cookies[name] and '; SameSite=Lax' in cookies[name]
-        assert '; Secure' not in cookies[name]
+    cookies = login_cookies(make_app(DEBUG=True, SESSION_COOKIE_SECURE=None))
+    assert '; HttpOnly' in cookies['session'] and '; SameSite=Lax' in cookies['session']
+    assert '; Secure' not in cookies['session']
 
 
 # Accounts and sessions
@@ -489,14 +488,16 @@ def test_debug_mode_sends_cookies_over_plain_http(make_app):
 def test_a_reset_logs_out_every_other_session_and_remember_cookie(make_app):
     app = make_app()
     with app.app_context():
-        token = add_susan().get_reset_password_token()
+        add_susan()
     logged_in = app.test_client()
     log_in(logged_in)
     remembered = app.test_client()
     log_in(remembered, remember=True)
-    remember_cookie = remembered.get_cookie('remember_token', domain=SITE).value
+    with app.app_context():
+        token = susan().get_reset_password_token()
+    remember_cookie = remembered.get_cookie('session', domain=SITE).value
     cookie_only = app.test_client()
-    cookie_only.set_cookie('remember_token', remember_cookie, domain=SITE)
+    cookie_only.set_cookie('session', remember_cookie, domain=SITE)
     for client in (logged_in, remembered, cookie_only):
         assert client.get('/index').status_code == 200
 
@@ -506,7 +507,7 @@ def test_a_reset_logs_out_every_other_session_and_remember_cookie(make_app):
     assert RESET_DONE in resetter.get('/login').text
     assert resetter.get('/index').headers['Location'].startswith('/login')  # not logged in
     late_cookie = app.test_client()
-    late_cookie.set_cookie('remember_token', remember_cookie, domain=SITE)
+    late_cookie.set_cookie('session', remember_cookie, domain=SITE)
     for client in (logged_in, remembered, cookie_only, late_cookie):
         assert client.get('/index').headers['Location'].startswith('/login')
     assert log_in(app.test_client(), password=NEW_PASSWORD).status_code == 302

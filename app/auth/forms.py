@@ -92,3 +92,11 @@ class ResetPasswordForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     submit = SubmitField('Log out')
+
+
+class ConfirmResetForm(FlaskForm):
+    submit = SubmitField('Reset this account instead')
+
+
+class EndOtherSessionsForm(FlaskForm):
+    submit = SubmitField('Sign out all other sessions')

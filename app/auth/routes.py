@@ -1,9 +1,10 @@
 import hashlib
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_required
 from limits import parse_many
 from werkzeug.security import generate_password_hash
 
@@ -12,13 +13,27 @@ from app.addresses import lookup_key, normalize_address
 from app.auth import bp
 from app.auth.email import queue_password_changed_email, queue_password_reset_email
 from app.auth.forms import (
+    ConfirmResetForm,
+    EndOtherSessionsForm,
     LoginForm,
     LogoutForm,
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
 )
-from app.models import User
+from app.auth.sessions import (
+    RESET_KEY,
+    begin_reset,
+    end_all_sessions,
+    end_other_sessions,
+    end_reset,
+    is_this_session,
+    reset_in_progress,
+    sessions_of,
+    sign_in,
+    sign_out,
+)
+from app.models import User, decode_signed
 from app.security import check_login
 
 INVALID_LINK = 'This reset link is invalid or has expired.'
@@ -64,7 +79,7 @@ def login():
             )
         )
         if check_login(user, form.password.data):
-            login_user(user, remember=form.remember_me.data)
+            sign_in(user, remember=form.remember_me.data)
             next_page = request.args.get('next')
             if not is_safe_next(next_page):
                 next_page = url_for('main.index')
@@ -78,7 +93,7 @@ def logout():
     form = LogoutForm()
     if request.method == 'POST':
         if form.validate_on_submit():
-            logout_user()
+            sign_out()
             flash('You have been logged out.')
         return redirect(url_for('main.index'))
     if not current_user.is_authenticated:
@@ -129,16 +144,32 @@ def reset_password_request():
     return render_template('auth/reset_password_request.html', title='Reset Password', form=form)
 
 
-@bp.route('/reset_password/<token>', methods=['GET'])
+@bp.route('/reset_password/<token>', methods=['GET', 'POST'])
 def reset_password(token):
-    """Check the link, then move its token into the session and off the URL."""
+    """Check the link, then keep on the server which account it resets, and drop the token.
+
+    A link opened while this browser is already resetting another account's
+    password asks first: a page on another site could otherwise open a link to
+    the attacker's own account here, and the password typed next would be set on it.
+    """
     if current_user.is_authenticated:
         return redirect(url_for('main.index'))
-    if User.verify_reset_password_token(token) is None:
-        session.pop('reset_token', None)
+    user = User.verify_reset_password_token(token)
+    if user is None:
         flash(INVALID_LINK)
         return redirect(url_for('auth.reset_password_request'))
-    session['reset_token'] = token
+    current = reset_in_progress()
+    form = ConfirmResetForm()
+    if current is not None and current.id != user.id and not form.validate_on_submit():
+        return render_template(
+            'auth/reset_password_switch.html',
+            title='Reset Password',
+            form=form,
+            current=current,
+            other=user,
+        )
+    payload = decode_signed(token, require=['exp'])
+    begin_reset(user, payload['state'], datetime.fromtimestamp(payload['exp'], UTC))
     return redirect(url_for('auth.reset_password_form'))
 
 
@@ -146,10 +177,9 @@ def reset_password(token):
 def reset_password_form():
     if current_user.is_authenticated:
         return redirect(url_for('main.index'))
-    token = session.get('reset_token')
-    user = User.verify_reset_password_token(token) if token else None
+    user = reset_in_progress()
     if user is None:
-        session.pop('reset_token', None)
+        end_reset()
         flash(INVALID_LINK)
         return redirect(url_for('auth.reset_password_request'))
     form = ResetPasswordForm(user)
@@ -162,13 +192,35 @@ def reset_password_form():
             .values(password_hash=generate_password_hash(form.password.data))
             .execution_options(synchronize_session=False)
         ).rowcount
-        session.pop('reset_token', None)
         if changed != 1:
             db.session.rollback()
+            end_reset()
             flash(INVALID_LINK)
             return redirect(url_for('auth.reset_password_request'))
+        session.pop(RESET_KEY, None)
+        end_all_sessions(user)  # this reset, and every session signed in as the user
         queue_password_changed_email(user)
-        db.session.commit()  # the new password and the notice together
+        db.session.commit()  # the new password, the ended sessions and the notice together
         flash('Your password has been reset.')
         return redirect(url_for('auth.login'))
-    return render_template('auth/reset_password.html', title='Reset Password', form=form)
+    return render_template(
+        'auth/reset_password.html', title='Reset Password', form=form, account=user
+    )
+
+
+@bp.route('/sessions', methods=['GET', 'POST'])
+@login_required
+def sessions():
+    """The browsers signed in to this account, and a button to sign out all the others."""
+    form = EndOtherSessionsForm()
+    if form.validate_on_submit():
+        count = end_other_sessions(current_user)
+        flash(f'Signed out of {count} other session{"" if count == 1 else "s"}.')
+        return redirect(url_for('auth.sessions'))
+    rows = sessions_of(current_user)
+    return render_template(
+        'auth/sessions.html',
+        title='Your sessions',
+        form=form,
+        sessions=[(row, is_this_session(row)) for row in rows],
+    )

@@ -6,14 +6,7 @@ from flask_login import current_user, login_required
 from app import db
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, PostForm
-from app.models import Post, User, utcnow
-
-
-@bp.before_app_request
-def before_request():
-    if current_user.is_authenticated:
-        current_user.last_seen = utcnow()
-        db.session.commit()
+from app.models import Post, User
 
 
 class PostPage:
