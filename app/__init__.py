@@ -17,6 +17,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.addresses import UndeliverableAddressError, smtp_sender
 from config import DEV_SECRET_KEY, Config
 
 db = SQLAlchemy()
@@ -95,6 +96,14 @@ def check_config(app):
         raise RuntimeError(f'MAIL_QUEUE={config["MAIL_QUEUE"]!r}: use thread, rq or none.')
     if config['MAIL_DEFAULT_SENDER'] is None:
         config['MAIL_DEFAULT_SENDER'] = config['ADMINS'][0]
+    try:
+        smtp_sender(config['MAIL_DEFAULT_SENDER'])
+    except UndeliverableAddressError as exc:
+        raise RuntimeError(
+            f'MAIL_DEFAULT_SENDER={config["MAIL_DEFAULT_SENDER"]!r} cannot be used as the sender '
+            f'of email: {exc} Set it (or the first of ADMINS) to an address such as '
+            'no-reply@example.com.'
+        ) from None
     if not config['PREFERRED_URL_SCHEME']:
         config['PREFERRED_URL_SCHEME'] = 'http' if app.debug else 'https'
     if config['SESSION_COOKIE_SECURE'] is None:

@@ -5,7 +5,7 @@ Plain functions with no state, used by the models, the forms and the mail packag
 - ``deliverable_address`` is what registration stores: email-validator's normal form of
   an address this app can really deliver to, or a message saying why not.
 - ``lookup_key`` is what accounts are matched by: the IDNA 2008 ASCII form of the
-  domain and a lower-cased local part, computed in Python so that it folds non-ASCII
+  domain and a case-folded local part, computed in Python so that it folds non-ASCII
   letters the same on SQLite and PostgreSQL.
 - ``smtp_address`` is what SMTP gets: the local part and the IDNA 2008 ASCII domain.
   Flask-Mail would encode a non-ASCII domain with Python's ``idna`` codec (IDNA 2003,
@@ -14,7 +14,7 @@ Plain functions with no state, used by the models, the forms and the mail packag
 
 import email.policy
 from email.headerregistry import HeaderRegistry
-from email.utils import parseaddr
+from email.utils import formataddr, parseaddr
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -52,7 +52,7 @@ def lookup_key(address):
         valid = _validated(address, smtputf8=True)
     except EmailNotValidError:
         return None
-    return f'{valid.local_part.lower()}@{valid.ascii_domain.lower()}'
+    return f'{valid.local_part.casefold()}@{valid.ascii_domain.lower()}'
 
 
 def smtp_address(address):
@@ -67,12 +67,18 @@ def smtp_address(address):
             f'The address is too long to send email to ({len(ascii_address)} characters '
             f'once its domain is encoded; at most {MAX_SMTP_ADDRESS}).'
         )
-    if not _survives_headers(ascii_address):
+    if '=?' in valid.local_part or not _survives_headers(ascii_address):
         raise UndeliverableAddressError(
             'The part before the @-sign reads as an encoded header word, so mail programs '
             'would show another address.'
         )
     return ascii_address
+
+
+def smtp_sender(sender):
+    """A sender such as ``Microblog <no-reply@straße.de>`` with its address in SMTP's ASCII form."""
+    name, address = parseaddr(sender)
+    return formataddr((name, smtp_address(address))) if name else smtp_address(address)
 
 
 def _survives_headers(ascii_address):

@@ -106,6 +106,7 @@ def set_new_password(app, path, username):
         # SQLite's lower() folds ASCII only.
         ('anne@école.fr', 'ANNE@ÉCOLE.FR', 'anne@xn--cole-9oa.fr'),
         ('Susan.Smith@example.com', 'susan.smith@ＥＸＡＭＰＬＥ.com', 'Susan.Smith@example.com'),
+        ('susan@example.com', ' susan@example.com\n', 'susan@example.com'),
     ],
 )
 def test_the_reset_email_reaches_exactly_the_stored_address(mail_app, server, stored, typed, rcpt):
@@ -141,6 +142,8 @@ def register(client, email, username='newcomer'):
         ('用户@例子.广告', 'We cannot send email to an address with letters outside A to Z'),
         (POISON, 'reads as an encoded header word'),
         ('=?utf-8?q?admin?=@example.com', 'reads as an encoded header word'),
+        ('x=?utf-8?b?ZXZpbEBhdHRhY2tlci5jb20=?=@example.com', 'reads as an encoded header word'),
+        ('x=?utf-8?q?=0D=0A?=@example.com', 'reads as an encoded header word'),
         ('"quoted"@example.com', 'Quoting the part before the @-sign is not allowed'),
         ('a@' + 'b' * 64 + '.com', 'periods cannot be separated by so many characters'),
         ('susan@example.com\n', None),
@@ -538,3 +541,179 @@ def test_status_shows_the_rq_queue_when_redis_answers(make_app):
         assert 'Redis answers, 1 pass(es) queued, 0 scheduled' in output
     finally:
         backend.queue.delete(delete_jobs=True)
+
+
+# What a hostile review found
+
+
+def test_a_database_error_in_a_builder_fails_that_message_alone(mail_app, server):
+    add_user('susan', 'susan@example.com')
+    # Stored by hand: an id the database cannot even compare (PostgreSQL refuses the query).
+    queue_email('password_changed', {'user_id': 'not-a-number'})
+    queue_email('password_changed', {'user_id': 1})
+    db.session.commit()
+    mail_app.config['MAIL_CONNECTIONS'] = 1
+    report = deliver_pending()
+    assert (len(report.sent), len(report.failed) + len(report.dropped)) == (1, 1)
+    assert [received.rcpt_tos for received in server.messages] == [['susan@example.com']]
+    assert {row.status for row in outbox_rows()} <= {'sent', 'failed', 'dropped'}
+
+
+def test_an_error_text_the_database_cannot_store_is_recorded_cleaned(mail_app, server):
+    server.handler.script = ['554 rejected \x00 because']
+    queue_due(2)
+    mail_app.config['MAIL_CONNECTIONS'] = 1
+    report = deliver_pending()
+    assert (len(report.sent), len(report.failed)) == (1, 1)
+    failed = [row for row in outbox_rows() if row.status == 'failed']
+    assert failed[0].last_error == '554 rejected \\x00 because'
+
+
+def test_a_lease_runs_from_the_claim_not_from_the_start_of_the_pass(mail_app):
+    queue_due(1)
+    pass_started = utcnow() - timedelta(hours=1)
+    db.session.execute(sa.update(OutboundEmail).values(next_attempt_at=pass_started))
+    db.session.commit()
+    (claimed,) = take([row.id for row in outbox_rows()], pass_started, 'worker-a')
+    lease = timedelta(seconds=mail_app.config['MAIL_CLAIM_TIMEOUT'])
+    assert claimed.claimed_until >= utcnow() + lease - timedelta(seconds=5)
+    assert claim_due(utcnow(), 'worker-b', 10) == []
+
+
+def test_a_sender_whose_lease_ran_out_leaves_what_was_taken_over(mail_app, server):
+    queue_due(3)
+    now = utcnow()
+    sender = Sender(now, DeliveryReport())
+    held = claim_due(now, sender.worker, 10)
+    # The sender was slow: by now its leases ran out and another worker took the last two.
+    sender.now = now + timedelta(seconds=mail_app.config['MAIL_CLAIM_TIMEOUT'] + 1)
+    db.session.execute(
+        sa.update(OutboundEmail)
+        .where(OutboundEmail.id.in_([held[1].id, held[2].id]))
+        .values(claimed_by='worker-b', claimed_until=sender.now + timedelta(minutes=5))
+    )
+    db.session.commit()
+    sender.send_held(held)
+    sender.courier.hang_up()
+    assert sender.report.sent == [held[0].id]
+    assert len(server.messages) == 1
+    assert [row.claimed_by for row in outbox_rows()] == [None, 'worker-b', 'worker-b']
+
+
+class AuthRequired:
+    """aiosmtpd settings of a server that wants a login before it takes any mail."""
+
+    def __init__(self, password):
+        self.password = password
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult
+
+        return AuthResult(success=auth_data.password == self.password.encode())
+
+
+@pytest.mark.filterwarnings('ignore:Requiring AUTH while not requiring TLS:UserWarning')
+@pytest.mark.parametrize('login', [None, ('microblog', 'wrong-password')])
+def test_a_server_refusing_our_login_or_sender_is_retried_not_failed(make_app, port, login):
+    from aiosmtpd.controller import Controller
+
+    from tests.mailserver import RecordingHandler
+
+    controller = Controller(
+        RecordingHandler(),
+        hostname='127.0.0.1',
+        port=port,
+        authenticator=AuthRequired('right-password'),
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    username, password = login or (None, None)
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='none',
+        MAIL_USERNAME=username,
+        MAIL_PASSWORD=password,
+        MAIL_TIMEOUT=2,
+    )
+    try:
+        with app.app_context():
+            queue_due(3)
+            report = deliver_pending()
+            assert (len(report.retrying), len(report.failed)) == (3, 0)
+            assert {row.status for row in outbox_rows()} == {'pending'}
+            error = outbox_rows()[0].last_error
+            if login is None:
+                assert error.startswith('530'), error  # at MAIL FROM: authentication required
+    finally:
+        controller.stop()
+
+
+def test_a_sender_address_mail_cannot_use_is_refused_at_start_up(make_app):
+    with pytest.raises(RuntimeError, match="MAIL_DEFAULT_SENDER='www-data@localhost' cannot be"):
+        make_app(MAIL_DEFAULT_SENDER='www-data@localhost')
+
+
+def test_the_outage_notice_of_a_421_goes_to_one_message_and_a_new_connection_follows(
+    mail_app, server
+):
+    server.handler.script = ['421 Service shutting down']
+    queue_due(4)
+    mail_app.config['MAIL_CONNECTIONS'] = 1
+    report = deliver_pending()
+    assert (len(report.sent), len(report.retrying), len(report.failed)) == (3, 1, 0)
+
+
+def test_mail_debug_never_prints_a_working_link(make_app, port, server, capfd):
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='none',
+        MAIL_DEBUG=True,
+    )
+    with app.app_context():
+        add_user('susan', 'susan@example.com')
+        request_reset(app, 'susan@example.com')
+        queue_email('password_changed', {'user_id': 1})
+        db.session.commit()
+        assert len(deliver_pending().sent) == 2
+    printed = capfd.readouterr().err
+    token = reset_link(
+        next(m for m in server.messages if '/reset_password/' in m.part('text/plain'))
+    )
+    assert 'is not shown' in printed
+    assert token.rsplit('/', 1)[1] not in printed and '/reset_password/' not in printed
+    assert 'rcpt TO:<susan@example.com>' in printed.replace("b'", '').replace("'", '') or (
+        'susan@example.com' in printed
+    )
+
+
+def test_a_request_for_an_unknown_address_costs_the_pass_what_a_known_one_does(mail_app, server):
+    import flask
+
+    add_user('susan', 'susan@example.com')
+    rendered = []
+
+    def record(sender, template, context, **extra):
+        rendered.append(template.name)
+
+    flask.template_rendered.connect(record, mail_app)
+    try:
+        work = {}
+        for address in ('susan@example.com', 'nobody@example.com'):
+            rendered.clear()
+            request_reset(mail_app, address)
+            rendered.clear()  # the page itself
+            deliver_pending()
+            work[address] = list(rendered)
+    finally:
+        flask.template_rendered.disconnect(record, mail_app)
+    assert work['nobody@example.com'] == work['susan@example.com'] == [
+        'email/reset_password.txt',
+        'email/reset_password.html',
+    ]
+    assert len(server.messages) == 1
+    assert outbox_rows()[1].last_error == 'no account has this address'

@@ -12,6 +12,11 @@ USERNAME_PATTERN = r'^[A-Za-z0-9_.-]+$'
 USERNAME_MESSAGE = 'Use only letters, numbers, dots, dashes and underscores.'
 
 
+def strip_spaces(value):
+    """Spaces and line breaks around a typed address are not part of it."""
+    return value.strip() if isinstance(value, str) else value
+
+
 def username_taken(username):
     """Whether an account already has this username, ignoring case."""
     query = sa.select(User.id).where(sa.func.lower(User.username) == username.lower())
@@ -41,7 +46,9 @@ class LoginForm(FlaskForm):
 
 class RegistrationForm(FlaskForm):
     username = username_field()
-    email = StringField('Email', validators=[DataRequired(), Length(max=120)])
+    email = StringField(
+        'Email', filters=[strip_spaces], validators=[DataRequired(), Length(max=120)]
+    )
     password = PasswordField(
         'Password', validators=[DataRequired(), StrongPassword('username', 'email')]
     )
@@ -70,7 +77,9 @@ class RegistrationForm(FlaskForm):
 
 
 class ResetPasswordRequestForm(FlaskForm):
-    email = StringField('Email', validators=[DataRequired(), Length(max=320), Email()])
+    email = StringField(
+        'Email', filters=[strip_spaces], validators=[DataRequired(), Length(max=320), Email()]
+    )
     submit = SubmitField('Request Password Reset')
 
 

@@ -13,9 +13,9 @@ from flask.cli import AppGroup
 from flask_mail import Message
 
 from app import db
-from app.addresses import UndeliverableAddressError, smtp_address
+from app.addresses import UndeliverableAddressError, smtp_address, smtp_sender
 from app.mail.outbox import deliver_pending, next_retry_at
-from app.mail.smtp import SMTPConnection, smtp_sender
+from app.mail.smtp import SMTPConnection
 from app.models import OutboundEmail, utcnow
 
 mail_cli = AppGroup('mail', help='Email: test the server, watch and push the outbox, deliver.')

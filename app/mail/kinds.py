@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Envelope:
-    """What a builder returns: the address to send to and the templates' context."""
+    """What a builder returns: the address to send to and the templates' context.
+
+    A builder with nothing to send may still return an envelope with ``decoy`` set
+    to the reason: the message is rendered and built as if real, then dropped, so
+    that the work of a pass does not tell whether there was something to send.
+    """
 
     to: str
     context: dict = field(default_factory=dict)
+    decoy: str | None = None
 
 
 class DropMessage(Exception):  # noqa: N818 - reads as what the builder does

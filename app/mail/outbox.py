@@ -14,8 +14,8 @@ import smtplib
 import socket
 import threading
 import uuid
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app, render_template
@@ -81,14 +81,27 @@ def backoff_seconds(attempts):
     return max(1, min(delay, config['MAIL_RETRY_BACKOFF_MAX']))
 
 
+# Answers about one message; every other SMTP error is about the server, the
+# connection or our own settings (a refused login, a refused sender), and no
+# message should be given up on for it.
+MESSAGE_ANSWERS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError)
+
+
 def is_permanent(exc):
-    """Whether the server's answer means "never" (5xx) rather than "not now"."""
+    """Whether the server's answer about this message means "never" (5xx) rather than "not now"."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         return bool(codes) and all(500 <= code < 600 for code in codes)
-    if isinstance(exc, smtplib.SMTPResponseException):
+    if isinstance(exc, smtplib.SMTPDataError):
         return 500 <= exc.smtp_code < 600
     return False
+
+
+def closes_connection(exc):
+    """Whether the server hung up with this answer (421), so the next message needs a new one."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code == 421 for code, _ in exc.recipients.values())
+    return getattr(exc, 'smtp_code', None) == 421
 
 
 def describe(exc):
@@ -104,6 +117,12 @@ def describe(exc):
 
 def _text(value):
     return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
+
+
+def clean_error(text, limit=1000):
+    """An error as stored and logged: no NUL (PostgreSQL cannot store one), not too long."""
+    text = text.replace('\x00', '\\x00')
+    return text if len(text) <= limit else text[: limit - 1] + '…'
 
 
 def _due(now):
@@ -129,8 +148,27 @@ def candidate_ids(now, limit):
     return list(db.session.scalars(query))
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A message a sender holds: what it needs to send it, read once when it was claimed."""
+
+    id: int
+    kind: str
+    data: dict
+    attempts: int
+    recipient: str | None
+    created_at: datetime
+    claimed_until: datetime
+
+
+def _lease_from(now):
+    """When a lease taken now runs out (``now`` may be later than the clock in tests)."""
+    lease = timedelta(seconds=current_app.config['MAIL_CLAIM_TIMEOUT'])
+    return max(now, utcnow()) + lease
+
+
 def take(ids, now, worker):
-    """Mark those of ``ids`` that are still due as being sent by ``worker``; the rows taken.
+    """Mark those of ``ids`` that are still due as being sent by ``worker``; what was taken.
 
     The due condition is checked again in the UPDATE itself: a row another worker
     took since ``candidate_ids`` read it is no longer due, and is left to that worker.
@@ -138,25 +176,45 @@ def take(ids, now, worker):
     if not ids:
         db.session.commit()
         return []
-    lease = timedelta(seconds=current_app.config['MAIL_CLAIM_TIMEOUT'])
+    claimed_until = _lease_from(now)
     claim = (
         sa.update(OutboundEmail)
         .where(OutboundEmail.id.in_(ids), _due(now))
-        .values(status=OutboundEmail.SENDING, claimed_by=worker, claimed_until=now + lease)
-        .returning(OutboundEmail.id)
+        .values(status=OutboundEmail.SENDING, claimed_by=worker, claimed_until=claimed_until)
+        .returning(
+            OutboundEmail.id,
+            OutboundEmail.kind,
+            OutboundEmail.data,
+            OutboundEmail.attempts,
+            OutboundEmail.recipient,
+            OutboundEmail.created_at,
+        )
         .execution_options(synchronize_session=False)
     )
-    taken = list(db.session.scalars(claim))
+    rows = db.session.execute(claim).all()
     db.session.commit()
-    if not taken:
-        return []
-    query = (
-        sa.select(OutboundEmail)
-        .where(OutboundEmail.id.in_(taken))
-        .order_by(OutboundEmail.id)
-        .execution_options(populate_existing=True)
+    taken = [Claimed(*row, claimed_until=claimed_until) for row in rows]
+    return sorted(taken, key=lambda email: email.id)
+
+
+def renew(emails, now, worker):
+    """Extend the lease on messages ``worker`` still holds; those it still holds, renewed."""
+    claimed_until = _lease_from(now)
+    held = set(
+        db.session.scalars(
+            sa.update(OutboundEmail)
+            .where(
+                OutboundEmail.id.in_([email.id for email in emails]),
+                OutboundEmail.claimed_by == worker,
+                OutboundEmail.status == OutboundEmail.SENDING,
+            )
+            .values(claimed_until=claimed_until)
+            .returning(OutboundEmail.id)
+            .execution_options(synchronize_session=False)
+        )
     )
-    return list(db.session.scalars(query))
+    db.session.commit()
+    return [replace(email, claimed_until=claimed_until) for email in emails if email.id in held]
 
 
 def claim_due(now, worker, limit):
@@ -220,14 +278,20 @@ def _sender(app, now, report, claim_size):
 def _send_due(now, report, claim_size):
     """Claim and send batches until nothing is due, over one SMTP connection."""
     sender = Sender(now, report)
+    connections = max(1, current_app.config['MAIL_CONNECTIONS'])
     try:
         while True:
-            ids = candidate_ids(now, claim_size)
+            # Messages stored since the pass began are taken too; and claims shrink as
+            # the queue empties, so that its tail is shared by every connection (of
+            # every process) instead of waiting behind one sender's batch.
+            current = max(now, utcnow())
+            due = count_due(current, claim_size * connections * 2)
+            size = max(1, min(claim_size, due // (connections * 2)))
+            ids = candidate_ids(current, size)
             if not ids:
                 return
             # Fewer, or none, are taken when another sender took them first: read again.
-            for email in take(ids, now, sender.worker):
-                sender.deliver(email)
+            sender.send_held(take(ids, current, sender.worker))
     finally:
         sender.courier.hang_up()
 
@@ -240,6 +304,22 @@ class Sender:
         self.report = report
         self.worker = f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
         self.courier = Courier()
+
+    def send_held(self, held):
+        """Send the messages this sender holds, each only while its lease has time left.
+
+        A slow server can outlast a lease: before a message whose lease would run
+        out during an attempt, the lease of all still held is renewed, and those
+        another worker took over meanwhile are left to it.
+        """
+        margin = timedelta(seconds=3 * current_app.config['MAIL_TIMEOUT'] + 5)
+        held = list(held)
+        while held:
+            if max(self.now, utcnow()) + margin > held[0].claimed_until:
+                held = renew(held, self.now, self.worker)
+                if not held:
+                    return
+            self.deliver(held.pop(0))
 
     def deliver(self, email):
         """Build, render and send one claimed message, and record what came of it."""
@@ -262,17 +342,25 @@ class Sender:
                 render_template(html_template, **envelope.context),
             )
         except DropMessage as exc:
+            db.session.rollback()
             return self.dropped(email, str(exc))
         except Exception as exc:  # noqa: BLE001 - a message that cannot be built fails alone
+            # A builder's failed query leaves the transaction aborted: start afresh.
+            db.session.rollback()
             return self.failed(email, describe(exc), exc=exc)
+        if envelope.decoy:
+            # Built like a real message so that the pass costs the same; not sent.
+            return self.dropped(email, envelope.decoy)
         try:
-            self.courier.send(message)
-        except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
-            # The server said no to this message; the connection is still good.
+            self.courier.send(message, quiet=kind.expires)
+        except MESSAGE_ANSWERS as exc:
+            # The server said no to this message.
+            if closes_connection(exc):
+                self.courier.hang_up()
             self.failed(email, describe(exc), to=envelope.to, permanent=is_permanent(exc))
-        except OSError as exc:
-            # Could not connect or log in, or the connection is gone (smtplib's other
-            # errors are OSErrors too): not this message's fault, so it is tried again.
+        except (smtplib.SMTPException, OSError) as exc:
+            # Could not connect or log in, our sender was refused, the connection is
+            # gone: not this message's fault, so it is tried again.
             self.courier.hang_up()
             self.failed(email, describe(exc), to=envelope.to, permanent=False)
         except Exception as exc:  # noqa: BLE001 - the message fails alone; the connection is reset
@@ -283,14 +371,22 @@ class Sender:
 
     def _record(self, email, **values):
         """Write an outcome, unless another worker took the message over (its lease ran out)."""
+        if values.get('last_error'):
+            values['last_error'] = clean_error(values['last_error'])
         update = (
             sa.update(OutboundEmail)
             .where(OutboundEmail.id == email.id, OutboundEmail.claimed_by == self.worker)
             .values(claimed_until=None, claimed_by=None, **values)
             .execution_options(synchronize_session=False)
         )
-        db.session.execute(update)
-        db.session.commit()
+        try:
+            db.session.execute(update)
+            db.session.commit()
+        except Exception:
+            # The database itself failed: the pass stops (its boundary logs it) and the
+            # lease brings the message back; the session is left usable.
+            db.session.rollback()
+            raise
 
     def sent(self, email, to):
         self._record(
@@ -323,7 +419,7 @@ class Sender:
                 email.kind,
                 to,
                 attempts,
-                error,
+                clean_error(error),
                 exc_info=exc,
             )
             self.report.failed.append(email.id)
@@ -343,7 +439,7 @@ class Sender:
             attempts,
             config['MAIL_MAX_ATTEMPTS'],
             delay,
-            error,
+            clean_error(error),
         )
         self.report.retrying.append(email.id)
 

@@ -2,13 +2,13 @@
 
 import smtplib
 import ssl
-from email.utils import formataddr, parseaddr
+import sys
 
 import flask_mail
 from flask import current_app
 from flask_mail import Message
 
-from app.addresses import smtp_address
+from app.addresses import smtp_address, smtp_sender
 
 
 class MailNotConfigured(smtplib.SMTPException):
@@ -62,12 +62,6 @@ def connect():
     return SMTPConnection(current_app.extensions['mail'])
 
 
-def smtp_sender(sender):
-    """A sender such as ``Microblog <no-reply@straße.de>`` with its address in SMTP's ASCII form."""
-    name, address = parseaddr(sender)
-    return formataddr((name, smtp_address(address))) if name else smtp_address(address)
-
-
 def build_message(subject, to, text_body, html_body):
     """A Flask-Mail message whose addresses are all ASCII, checked to build."""
     message = Message(
@@ -89,12 +83,23 @@ class Courier:
     def __init__(self):
         self._connection = None
 
-    def send(self, message):
+    def send(self, message, quiet=False):
+        """Send ``message``; ``quiet`` keeps its text (a link) out of MAIL_DEBUG's printout."""
         if self._connection is None:
             connection = connect()
             connection.__enter__()
             self._connection = connection
-        self._connection.send(message)
+        host = self._connection.host
+        debug = host is not None and quiet and host.debuglevel
+        if debug:
+            host.set_debuglevel(0)
+            print(f'[MAIL_DEBUG: the SMTP conversation of a message with a link to '
+                  f'{", ".join(message.recipients)} is not shown]', file=sys.stderr)
+        try:
+            self._connection.send(message)
+        finally:
+            if debug:
+                host.set_debuglevel(debug)
 
     def hang_up(self):
         """Close the connection (after an error that may have left it in an unknown state)."""

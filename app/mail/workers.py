@@ -12,6 +12,7 @@
 import atexit
 import math
 import os
+import random
 import threading
 from datetime import UTC, datetime
 
@@ -99,13 +100,15 @@ class ThreadBackend:
                     return
                 seen = self._requested
                 self._wake = False
-            delay = poll
+            # Each process keeps its own irregular beat, so that the workers of several
+            # processes spread their passes instead of running them together.
+            delay = poll * random.uniform(0.75, 1.25)
             with self.app.app_context():
                 try:
                     deliver_pending()
                     retry = next_retry_at()
                     if retry is not None:
-                        delay = min(poll, max((retry - utcnow()).total_seconds(), 0))
+                        delay = min(delay, max((retry - utcnow()).total_seconds(), 0))
                 except Exception:
                     # The boundary of the worker: log and go on, never die.
                     self.app.logger.exception('Email delivery pass failed')

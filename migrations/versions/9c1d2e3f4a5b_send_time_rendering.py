@@ -57,8 +57,8 @@ def upgrade():
     connection = op.get_bind()
     now = datetime.now(UTC)
 
-    with op.batch_alter_table('user', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('email_key', sa.String(length=320), nullable=True))
+    # Every key first, so that two accounts for one mailbox stop the upgrade before
+    # anything changed (SQLite cannot take back a column it added).
     keys = {}
     for user_id, email in connection.execute(sa.select(user.c.id, user.c.email)).all():
         key = lookup_key(email) or email.strip()
@@ -68,6 +68,9 @@ def upgrade():
                 f'ways ({key}); change one of them, then run `flask db upgrade` again.'
             )
         keys[key] = user_id
+    with op.batch_alter_table('user', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('email_key', sa.String(length=320), nullable=True))
+    for key, user_id in keys.items():
         connection.execute(sa.update(user).where(user.c.id == user_id).values(email_key=key))
     op.drop_index('ix_user_email_lower', table_name='user')
     with op.batch_alter_table('user', schema=None) as batch_op:
@@ -86,9 +89,10 @@ def upgrade():
             outbound_email.c.subject,
             outbound_email.c.recipients,
             outbound_email.c.status,
+            outbound_email.c.claimed_until,
         )
     ).all()
-    for row_id, subject, recipients, status in rows:
+    for row_id, subject, recipients, status, claimed_until in rows:
         recipient = (recipients or [None])[0]
         values = {'recipient': recipient, 'kind': 'unknown', 'data': {}}
         if subject == RESET_SUBJECT and recipient:
@@ -97,8 +101,10 @@ def upgrade():
             account = keys.get(lookup_key(recipient) or recipient.strip())
             if account is not None:
                 values.update(kind='password_changed', data={'user_id': account})
-        if status == 'sending':
-            values.update(status='pending', claimed_by=None, claimed_until=None)
+        # A row being sent keeps its claim: if its worker is still at it, nobody else
+        # takes it before the lease runs out.
+        if status == 'sending' and claimed_until is None:
+            values.update(status='pending')
         if values['kind'] == 'unknown' and status in ('pending', 'sending'):
             values.update(
                 status='dropped', last_error='queued before emails were rendered at send time'
@@ -106,6 +112,10 @@ def upgrade():
         connection.execute(
             sa.update(outbound_email).where(outbound_email.c.id == row_id).values(**values)
         )
+    # Blanked before the columns go: PostgreSQL keeps a dropped column's values in the
+    # rows on disk until they are written again.
+    bodies = sa.table('outbound_email', sa.column('text_body'), sa.column('html_body'))
+    connection.execute(sa.update(bodies).values(text_body='', html_body=None))
     with op.batch_alter_table('outbound_email', schema=None) as batch_op:
         batch_op.alter_column('kind', existing_type=sa.String(length=64), nullable=False)
         batch_op.alter_column('data', existing_type=sa.JSON(), nullable=False)
