@@ -8,6 +8,7 @@ import os
 import re
 from collections import UserList
 
+import flask
 import pytest
 import sqlalchemy as sa
 
@@ -90,12 +91,24 @@ def make_app(database_url):
             db.engine.dispose()
 
 
+def forget_previous_request(sender, **extra):
+    """Empty ``g`` as a new request starts, as a fresh app context would in production.
+
+    The ``app`` fixture keeps one app context pushed, and Flask reuses it for every
+    request, so one client's login would otherwise leak into the next client's request.
+    """
+    for name in list(flask.g):
+        flask.g.pop(name)
+
+
 @pytest.fixture
 def app(make_app):
-    """The application under test, on a fresh database."""
+    """The application under test, on a fresh database, each request seeing only its own login."""
     app = make_app()
+    flask.request_started.connect(forget_previous_request, app)
     with app.app_context():
         yield app
+    flask.request_started.disconnect(forget_previous_request, app)
 
 
 @pytest.fixture

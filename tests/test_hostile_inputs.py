@@ -3,7 +3,6 @@
 import re
 from urllib.parse import quote, urlsplit
 
-import flask
 import jwt
 import pytest
 import sqlalchemy as sa
@@ -21,24 +20,6 @@ MIB = 1024 * 1024
 FORM = 'application/x-www-form-urlencoded'
 
 
-def forget_previous_request(sender, **extra):
-    """Empty ``g`` as a new request starts, as a fresh app context would in production.
-
-    The ``app`` fixture keeps one app context pushed and Flask reuses it for every
-    request, so one client's login would otherwise leak into the next client's request.
-    """
-    for name in list(flask.g):
-        flask.g.pop(name)
-
-
-@pytest.fixture
-def app(make_app):
-    """The application under test, each request seeing only its own login."""
-    app = make_app()
-    flask.request_started.connect(forget_previous_request, app)
-    with app.app_context():
-        yield app
-    flask.request_started.disconnect(forget_previous_request, app)
 
 
 @pytest.fixture

@@ -73,6 +73,12 @@ def sign_in(user, remember=False):
     """Start a session for ``user`` in this browser; a successful login also ends reset links."""
     config = current_app.config
     lifetime = config['REMEMBER_ME_LIFETIME' if remember else 'SESSION_LIFETIME']
+    # The account's expired rows go as a new one comes, so the table holds live ones.
+    db.session.execute(
+        sa.delete(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.expires_at <= utcnow())
+        .execution_options(synchronize_session=False)
+    )
     key, _ = _new_row(user, UserSession.LOGIN, timedelta(seconds=lifetime), remember=remember)
     user.last_login_at = user.last_seen = utcnow()  # reset links sent before now are dead
     end_reset()
@@ -205,17 +211,6 @@ def describe_device(user_agent):
     if browser and system and system != 'Other':
         return f'{browser} on {system}'[:120]
     return (browser or system or 'Unknown device')[:120]
-
-
-def purge_expired():
-    """Delete the rows of sessions that have expired; how many."""
-    count = db.session.execute(
-        sa.delete(UserSession)
-        .where(UserSession.expires_at <= utcnow())
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    db.session.commit()
-    return count
 
 
 class RotatingSessionInterface(SecureCookieSessionInterface):
