@@ -93,14 +93,14 @@ class Config:
     MAIL_RETRY_BACKOFF_MAX = env_int('MAIL_RETRY_BACKOFF_MAX', 3600)
     # SMTP connections a delivery pass uses at once, so that a slow server does not
     # make every message wait for the one before it.
-    MAIL_CONNECTIONS = env_int('MAIL_CONNECTIONS', 4)
+    MAIL_CONNECTIONS = env_int('MAIL_CONNECTIONS', 5)
     # Messages one sender claims at a time.
     MAIL_BATCH_SIZE = env_int('MAIL_BATCH_SIZE', 10)
     MAIL_CLAIM_TIMEOUT = env_int('MAIL_CLAIM_TIMEOUT', 300)
     # The delivery worker's cadence, in seconds: it looks for due messages this often
     # even when nobody wakes it. Reset requests wait for it (they never wake the worker,
     # so that the work they cause cannot be tied to the request).
-    MAIL_POLL_INTERVAL = env_int('MAIL_POLL_INTERVAL', 5)
+    MAIL_POLL_INTERVAL = env_int('MAIL_POLL_INTERVAL', 3)
     # A request for an email with a link (a reset) that could not be sent for this
     # long is dropped, with a log line, rather than delivered a day late.
     MAIL_LINK_MAX_AGE = env_int('MAIL_LINK_MAX_AGE', 86400)

@@ -5,8 +5,8 @@ gunicorn on 127.0.0.1, fresh SQLite files in a temporary folder) and stops it ag
 
 - delivery: 100 users each ask for a reset link (GET the form, POST it with its CSRF token,
   one after the other) from gunicorn ``-w 2`` (sync workers) with the default settings but
-  RATELIMIT_ENABLED=false: the delivery thread of each worker (every MAIL_POLL_INTERVAL = 5 s,
-  MAIL_CONNECTIONS = 4 connections, batches of MAIL_BATCH_SIZE = 10) sends to an SMTP server
+  RATELIMIT_ENABLED=false: the delivery thread of each worker (every MAIL_POLL_INTERVAL = 3 s,
+  MAIL_CONNECTIONS = 5 connections, claims of at most MAIL_BATCH_SIZE = 10) sends to an SMTP server
   that takes 1 s per message and serves its connections in parallel. Timed from the first
   request to the 100th message received; then again with MAIL_CONNECTIONS=1, with
   MAIL_BATCH_SIZE=1 (each connection claims one message at a time), and with both
@@ -18,7 +18,7 @@ gunicorn on 127.0.0.1, fresh SQLite files in a temporary folder) and stops it ag
 - burst: the peak number of threads in the worker process (``-w 1 --threads 4``) while 200
   concurrent reset requests are served and the delivery pass they cause has begun.
 - rate: messages per second from the outbox to a local sink answering at once, in process
-  (``deliver_pending``), 500 messages, with 4 connections and with 1.
+  (``deliver_pending``), 500 messages, with 5 connections and with 1.
 
     .venv/bin/python bench/bench_email.py [--only delivery,latency,burst,rate]
 """
@@ -288,7 +288,7 @@ def main():
                 'SMTP server taking 1 s per message; time from the first request:',
                 flush=True,
             )
-            report_delivery('defaults (4 connections)', delivery(workdir, 'delivery-defaults'))
+            report_delivery('defaults (5 connections)', delivery(workdir, 'delivery-defaults'))
             report_delivery(
                 'MAIL_CONNECTIONS=1', delivery(workdir, 'delivery-one', MAIL_CONNECTIONS=1)
             )
@@ -319,10 +319,10 @@ def main():
             )
             print(f'  peak threads in the app worker process: {peak}')
         if 'rate' in parts:
-            four = send_rate(4, workdir)
+            five = send_rate(5, workdir)
             one = send_rate(1, workdir)
             print(f'Delivery of {RATE_MESSAGES} messages to a local sink answering at once:')
-            print(f'  4 connections (default) : {four:7.1f} messages/s')
+            print(f'  5 connections (default) : {five:7.1f} messages/s')
             print(f'  1 connection            : {one:7.1f} messages/s')
     print(f'total {time.monotonic() - started:.0f} s')
     print(f'command: {command_line()}')

@@ -5,7 +5,7 @@ Not a test: it prints figures. For each serving mode (gunicorn ``-w 2`` sync wor
 0 --follows 0`, with a random ``--seed`` so that the addresses are this run's alone), starts
 gunicorn on 127.0.0.1 with the default settings but RATELIMIT_ENABLED=false (CSRF stays on: each
 POST carries the token of the form page fetched, untimed, just before it), with the in-process
-delivery thread (MAIL_QUEUE=thread, every MAIL_POLL_INTERVAL = 5 s, 4 connections) sending to a
+delivery thread (MAIL_QUEUE=thread, every MAIL_POLL_INTERVAL = 3 s, 5 connections) sending to a
 local aiosmtpd sink that answers at once, so that the emails of known addresses are really
 looked up, rendered and sent inside the web processes while requests are being timed.
 
@@ -104,7 +104,7 @@ def start_app(workdir, name, threads, smtp_port):
         MAIL_PORT=smtp_port,
     )
     for name in ('MAIL_QUEUE', 'MAIL_POLL_INTERVAL', 'MAIL_CONNECTIONS', 'MAIL_BATCH_SIZE'):
-        env.pop(name, None)  # the defaults: thread, 5 s, 4 connections, batches of 10
+        env.pop(name, None)  # the defaults: thread, 3 s, 5 connections, claims of up to 10
     flask(env, 'db', 'upgrade')
     seed_accounts(env, 100)
     with sqlite3.connect(database) as connection:
@@ -227,7 +227,7 @@ def main():
 
     print(
         '\nSQLite; default settings but RATELIMIT_ENABLED=false; CSRF on (token from the form); '
-        'delivery thread every 5 s, 4 connections, batches of 10, to a local aiosmtpd sink '
+        'delivery thread every 3 s, 5 connections, claims of up to 10, to a local aiosmtpd sink '
         'answering at once; sequential requests, each POST preceded by an untimed GET of its '
         f'form. Load average before: {load_before}, after: {os.getloadavg()[0]:.2f}'
     )
