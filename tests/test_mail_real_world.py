@@ -445,12 +445,12 @@ def test_a_slow_server_gets_several_messages_at_once(mail_app, port):
     controller = Controller(handler, hostname='127.0.0.1', port=port)
     controller.start()
     try:
-        queue_due(8)
-        assert len(deliver_pending().sent) == 8
+        queue_due(10)
+        assert len(deliver_pending().sent) == 10
     finally:
         controller.stop()
-    assert handler.received == 8
-    assert handler.most_at_once == mail_app.config['MAIL_CONNECTIONS'] == 4
+    assert handler.received == 10
+    assert handler.most_at_once == mail_app.config['MAIL_CONNECTIONS'] > 1
 
 
 # When the worker works
