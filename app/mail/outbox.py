@@ -8,7 +8,6 @@ exponential backoff, dropped (nothing to send, or a link request that waited too
 or failed. Whatever goes wrong with one message is that message's outcome alone.
 """
 
-import math
 import os
 import smtplib
 import socket
@@ -234,24 +233,16 @@ def deliver_pending(now=None):
     """Run one delivery pass: send every message that is due, on several connections at once."""
     now = now or utcnow()
     report = DeliveryReport()
-    config = current_app.config
-    connections = max(1, config['MAIL_CONNECTIONS'])
-    batch_size = max(1, config['MAIL_BATCH_SIZE'])
-    due = count_due(now, connections * batch_size)
-    if not due:
-        return report
-    # Claims small enough that a short queue is still shared by every connection.
-    claim_size = min(batch_size, math.ceil(due / connections))
-    senders = min(connections, due)
-    if senders == 1:
-        _send_due(now, report, claim_size)
+    connections = max(1, current_app.config['MAIL_CONNECTIONS'])
+    senders = count_due(now, connections)
+    if senders <= 1:
+        if senders:
+            _send_due(now, report)
         return report
     app = current_app._get_current_object()
     senders = [
         threading.Thread(
-            target=_sender,
-            args=(app, now, report, claim_size),
-            name=f'microblog-mail-sender-{number}',
+            target=_sender, args=(app, now, report), name=f'microblog-mail-sender-{number}'
         )
         for number in range(senders)
     ]
@@ -262,11 +253,11 @@ def deliver_pending(now=None):
     return report
 
 
-def _sender(app, now, report, claim_size):
+def _sender(app, now, report):
     """One of a pass's parallel senders, in an app context (and database session) of its own."""
     with app.app_context():
         try:
-            _send_due(now, report, claim_size)
+            _send_due(now, report)
         except Exception:
             # The boundary of a sender thread: what it claimed is taken over when the
             # lease runs out; the other senders go on.
@@ -275,18 +266,20 @@ def _sender(app, now, report, claim_size):
             db.session.remove()
 
 
-def _send_due(now, report, claim_size):
+def _send_due(now, report):
     """Claim and send batches until nothing is due, over one SMTP connection."""
     sender = Sender(now, report)
-    connections = max(1, current_app.config['MAIL_CONNECTIONS'])
+    config = current_app.config
+    connections = max(1, config['MAIL_CONNECTIONS'])
+    batch_size = max(1, config['MAIL_BATCH_SIZE'])
     try:
         while True:
             # Messages stored since the pass began are taken too; and claims shrink as
             # the queue empties, so that its tail is shared by every connection (of
             # every process) instead of waiting behind one sender's batch.
             current = max(now, utcnow())
-            due = count_due(current, claim_size * connections * 2)
-            size = max(1, min(claim_size, due // (connections * 2)))
+            due = count_due(current, batch_size * connections * 2)
+            size = max(1, min(batch_size, due // (connections * 2)))
             ids = candidate_ids(current, size)
             if not ids:
                 return
