@@ -17,6 +17,7 @@ from app.auth.forms import (
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
+    commit_or_explain,
 )
 from app.models import User
 from app.security import check_login
@@ -93,12 +94,12 @@ def register():
         return redirect(url_for('main.index'))
     form = RegistrationForm()
     if form.validate_on_submit():
-        user = User(username=form.username.data.strip(), email=form.email.data)
+        user = User(username=form.username.data, email=form.email.data)
         user.set_password(form.password.data)
         db.session.add(user)
-        db.session.commit()
-        flash('Congratulations, you are now a registered user!')
-        return redirect(url_for('auth.login'))
+        if commit_or_explain(form):
+            flash('Congratulations, you are now a registered user!')
+            return redirect(url_for('auth.login'))
     return render_template('auth/register.html', title='Register', form=form)
 
 

@@ -4,6 +4,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from flask_login import current_user, login_required
 
 from app import db
+from app.auth.forms import commit_or_explain
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, PostForm
 from app.models import Post, User, utcnow
@@ -176,11 +177,11 @@ def user(username):
 def edit_profile():
     form = EditProfileForm(current_user.username)
     if form.validate_on_submit():
-        current_user.username = form.username.data.strip()
+        current_user.username = form.username.data
         current_user.about_me = form.about_me.data
-        db.session.commit()
-        flash('Your changes have been saved.')
-        return redirect(url_for('main.edit_profile'))
+        if commit_or_explain(form):
+            flash('Your changes have been saved.')
+            return redirect(url_for('main.edit_profile'))
     elif request.method == 'GET':
         form.username.data = current_user.username
         form.about_me.data = current_user.about_me
