@@ -8,9 +8,9 @@ from hashlib import md5
 import jwt
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from sqlalchemy.dialects import postgresql, sqlite
 from flask import current_app, has_request_context, session
 from flask_login import UserMixin
+from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import db, login

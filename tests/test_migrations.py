@@ -214,8 +214,8 @@ def test_usernames_that_differ_only_in_case_stop_the_upgrade_by_name(make_app):
             db.session.execute(rename)
         db.session.commit()
         upgrade()
-        db.session.add(User(username='CAROL', email='carol@example.com', password_hash='x'))
-        with pytest.raises(sa.exc.IntegrityError):
+        db.session.add(User(id=7, username='CAROL', email='carol@example.com', password_hash='x'))
+        with pytest.raises(sa.exc.IntegrityError, match='ix_user_username_lower'):
             db.session.commit()
         db.session.rollback()
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 6

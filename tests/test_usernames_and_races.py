@@ -128,7 +128,7 @@ def test_a_case_duplicate_gets_the_form_message(app, make_user, path):
 def test_the_database_refuses_a_case_duplicate(app, make_user, name):
     make_user('bob')
     db.session.add(User(username=name, email='other@example.com'))
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError, match='ix_user_username_lower'):
         db.session.commit()
     db.session.rollback()
     assert usernames() == ['bob']
@@ -138,7 +138,7 @@ def test_the_database_refuses_a_rename_into_a_case_duplicate(app, make_user):
     make_user('bob')
     susan = make_user('susan')
     susan.username = 'BoB'
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError, match='ix_user_username_lower'):
         db.session.commit()
     db.session.rollback()
     assert usernames() == ['bob', 'susan']
