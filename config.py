@@ -107,6 +107,10 @@ class Config:
 
     RESET_PASSWORD_TOKEN_TTL = env_int('RESET_PASSWORD_TOKEN_TTL', 600)
 
+    # 'local': pictures the app draws from a keyed hash of the account id (nothing leaves
+    # the site); 'gravatar': Gravatar's, by a hash of each email address.
+    AVATARS = (os.environ.get('AVATARS') or 'local').strip().lower()
+
     RATELIMIT_ENABLED = env_bool('RATELIMIT_ENABLED', True)
     RATELIMIT_STORAGE_URI = os.environ.get('RATELIMIT_STORAGE_URI') or 'memory://'
     RATELIMIT_RESET_PER_ADDRESS = os.environ.get('RATELIMIT_RESET_PER_ADDRESS') or '10 per hour'

@@ -3,7 +3,6 @@
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
-from hashlib import md5
 
 import jwt
 import sqlalchemy as sa
@@ -15,6 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import db, login
 from app.addresses import lookup_key
+from app.avatars import avatar_url
 
 
 def utcnow():
@@ -104,9 +104,8 @@ class User(UserMixin, db.Model):
         return check_password_hash(self.password_hash, password)
 
     def avatar(self, size):
-        """The Gravatar URL of the user's email address, identicon by default."""
-        digest = md5(self.email.strip().lower().encode('utf-8')).hexdigest()
-        return f'https://www.gravatar.com/avatar/{digest}?d=identicon&s={size}'
+        """The URL of the account's picture: drawn by the app unless AVATARS=gravatar."""
+        return avatar_url(self, size)
 
     # Follow and unfollow write the pair directly, so that the same change asked twice
     # at once is made once: checking first, then writing, let two requests both insert
