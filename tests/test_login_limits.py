@@ -113,6 +113,21 @@ def test_a_strangers_failures_at_one_address_do_not_block_the_owner_elsewhere(ap
     assert log_in(browser(app, '198.51.100.1')).status_code == 302  # a browser never used before
 
 
+def test_a_stranger_behind_the_owners_address_does_not_lock_a_known_browser_out(make_app):
+    app = make_app(**{**LIMITS, 'RATELIMIT_LOGIN_PER_ADDRESS': '5 per minute'})
+    with app.app_context():
+        user = User(username='susan', email='susan@example.com')
+        user.set_password(PASSWORD)
+        db.session.add(user)
+        db.session.commit()
+    known = owners_browser(app, '192.0.2.77')  # one of the 5
+    stranger = browser(app, '192.0.2.77')  # the same NAT address
+    answers = [log_in(stranger, f'user{number}', 'wrong-guess') for number in range(5)]
+    assert statuses(answers) == [200] * 4 + [429]
+    assert log_in(browser(app, '192.0.2.77')).status_code == 429  # a new browser waits
+    assert log_in(known).status_code == 302
+
+
 def test_the_limit_ignores_the_case_and_spaces_of_the_name(app):
     stranger = browser(app, '203.0.113.7')
     names = ['susan', 'SUSAN', ' Susan ', 'susaN']
