@@ -389,7 +389,7 @@ def serve(tmp_path, workers, **settings):
             with urllib.request.urlopen(base + '/login', timeout=5) as response:
                 if response.status == 200 and booted >= workers:
                     break
-        except (urllib.error.URLError, ConnectionError):
+        except OSError:  # not listening yet, or too busy to answer in time
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
