@@ -41,6 +41,23 @@ def env_list(name):
     return [item.strip() for item in os.environ.get(name, '').split(',') if item.strip()]
 
 
+def limit_storage_warning(config, processes):
+    """What to log when rate limits would be counted by each of ``processes`` on its own.
+
+    With memory:// every process keeps its own counts, so each limit is that many times
+    higher than set. None when the limits are counted once for the site (or are off).
+    """
+    storage = config.RATELIMIT_STORAGE_URI
+    if processes < 2 or not config.RATELIMIT_ENABLED or not storage.startswith('memory:'):
+        return None
+    return (
+        f'Rate limits are counted in each of the {processes} worker processes on its own '
+        f'(RATELIMIT_STORAGE_URI={storage}), so every limit is {processes} times higher than '
+        'set. Set RATELIMIT_STORAGE_URI=redis://127.0.0.1:6379/1 (a Redis server) to count '
+        'them once for the site, or run one worker process with more threads.'
+    )
+
+
 def sqlite_url(name):
     """The URL of a SQLite file beside this module."""
     return 'sqlite:///' + os.path.join(basedir, name)
@@ -107,15 +124,30 @@ class Config:
 
     RESET_PASSWORD_TOKEN_TTL = env_int('RESET_PASSWORD_TOKEN_TTL', 600)
 
+    # 'local': pictures the app draws from a keyed hash of the account id (nothing leaves
+    # the site); 'gravatar': Gravatar's, by a hash of each email address.
+    AVATARS = (os.environ.get('AVATARS') or 'local').strip().lower()
+
     RATELIMIT_ENABLED = env_bool('RATELIMIT_ENABLED', True)
     RATELIMIT_STORAGE_URI = os.environ.get('RATELIMIT_STORAGE_URI') or 'memory://'
     RATELIMIT_RESET_PER_ADDRESS = os.environ.get('RATELIMIT_RESET_PER_ADDRESS') or '10 per hour'
-    RATELIMIT_RESET_PER_EMAIL = os.environ.get('RATELIMIT_RESET_PER_EMAIL') or '3 per hour'
+    # Reset emails to one address asked for from one client address: a stranger asking
+    # elsewhere never uses up the owner's (app.ratelimits).
+    RATELIMIT_RESET_PER_ADDRESS_AND_EMAIL = (
+        os.environ.get('RATELIMIT_RESET_PER_ADDRESS_AND_EMAIL') or '3 per hour'
+    )
     RATELIMIT_LOGIN_PER_ADDRESS = (
         os.environ.get('RATELIMIT_LOGIN_PER_ADDRESS') or '20 per minute;200 per hour'
     )
+    # Failed logins against one username from one client address, then a 429 page.
+    RATELIMIT_LOGIN_PER_ADDRESS_AND_USERNAME = (
+        os.environ.get('RATELIMIT_LOGIN_PER_ADDRESS_AND_USERNAME') or '5 per minute;20 per hour'
+    )
+    # Failed logins against one username from every address together; past it, only
+    # browsers the account has signed in from may try (app.ratelimits). Keep it above
+    # the per-address limit, so that one address alone can never reach it.
     RATELIMIT_LOGIN_PER_USERNAME = (
-        os.environ.get('RATELIMIT_LOGIN_PER_USERNAME') or '5 per minute;20 per hour'
+        os.environ.get('RATELIMIT_LOGIN_PER_USERNAME') or '20 per minute;100 per hour'
     )
 
     RATELIMIT_REGISTER_PER_ADDRESS = (

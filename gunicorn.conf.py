@@ -7,3 +7,12 @@ def post_worker_init(worker):
     Whatever an earlier process left pending then goes out even if no page is asked for.
     """
     worker.wsgi.extensions['mail_delivery'].start()
+
+
+def when_ready(server):
+    """Warn once, as gunicorn starts, when its workers would each count rate limits apart."""
+    from config import Config, limit_storage_warning
+
+    warning = limit_storage_warning(Config, server.cfg.workers)
+    if warning:
+        server.log.warning(warning)

@@ -3,17 +3,18 @@
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
-from hashlib import md5
 
 import jwt
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app
 from flask_login import UserMixin
+from sqlalchemy.dialects import postgresql, sqlite
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app import db
 from app.addresses import lookup_key
+from app.avatars import avatar_url
 
 
 def utcnow():
@@ -105,17 +106,26 @@ class User(UserMixin, db.Model):
         return check_password_hash(self.password_hash, password)
 
     def avatar(self, size):
-        """The Gravatar URL of the user's email address, identicon by default."""
-        digest = md5(self.email.strip().lower().encode('utf-8')).hexdigest()
-        return f'https://www.gravatar.com/avatar/{digest}?d=identicon&s={size}'
+        """The URL of the account's picture: drawn by the app unless AVATARS=gravatar."""
+        return avatar_url(self, size)
 
+    # Follow and unfollow write the pair directly, so that the same change asked twice
+    # at once is made once: checking first, then writing, let two requests both insert
+    # the pair (a duplicate key) or both delete it (a stale delete).
     def follow(self, user):
-        if not self.is_following(user):
-            self.following.add(user)
+        """Follow ``user``; following again, even at the same moment, changes nothing."""
+        db.session.flush()  # the ids of accounts not yet written
+        pair = {'follower_id': self.id, 'followed_id': user.id}
+        db.session.execute(insert_unless_present(followers).values(**pair))
 
     def unfollow(self, user):
-        if self.is_following(user):
-            self.following.remove(user)
+        """Stop following ``user``; unfollowing again, even at the same moment, changes nothing."""
+        db.session.flush()
+        db.session.execute(
+            sa.delete(followers).where(
+                followers.c.follower_id == self.id, followers.c.followed_id == user.id
+            )
+        )
 
     def is_following(self, user):
         query = self.following.select().where(User.id == user.id)
@@ -246,6 +256,18 @@ class UserSession(db.Model):
 
     def __repr__(self):
         return f'<UserSession {self.id} {self.purpose} of user {self.user_id}>'
+
+
+# Usernames are unique ignoring case, in the database, so that no code path can create
+# a case-duplicate (USERNAME_PATTERN keeps them ASCII, which lower() folds alike on
+# SQLite and PostgreSQL). It also serves the login's case-insensitive lookup.
+sa.Index('ix_user_username_lower', sa.func.lower(User.username), unique=True)
+
+
+def insert_unless_present(table):
+    """An INSERT that does nothing when the row's key is already there (SQLite, PostgreSQL)."""
+    dialect = postgresql if db.session.get_bind().dialect.name == 'postgresql' else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 class Post(db.Model):

@@ -8,6 +8,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
 from zxcvbn import zxcvbn
 
+from app.avatars import image_sources
+
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 # zxcvbn refuses more than 72 characters (and its cost grows with the length);
@@ -18,7 +20,7 @@ MIN_STRENGTH_SCORE = 2
 CONTENT_SECURITY_POLICY = '; '.join(
     [
         "default-src 'self'",
-        "img-src 'self' https://www.gravatar.com",
+        'img-src {image_sources}',  # see content_security_policy
         "style-src 'self'",
         "script-src 'self'",
         "object-src 'none'",
@@ -28,6 +30,9 @@ CONTENT_SECURITY_POLICY = '; '.join(
     ]
 )
 
+# Files that are the same for everyone and say so in their own Cache-Control.
+PUBLIC_FILES = {'static', 'main.avatar'}
+
 # Pages that show or take a reset token: nothing about them may be cached.
 NO_STORE_ENDPOINTS = {
     'auth.reset_password',
@@ -36,8 +41,14 @@ NO_STORE_ENDPOINTS = {
 }
 
 
+def content_security_policy(config):
+    """The policy of every page: images from the site itself, and Gravatar only if asked for."""
+    return CONTENT_SECURITY_POLICY.format(image_sources=' '.join(image_sources(config)))
+
+
 def init_security(app):
     """Refuse NUL characters, and send the security headers on every response."""
+    policy = content_security_policy(app.config)
 
     @app.before_request
     def refuse_nul_characters():
@@ -53,14 +64,14 @@ def init_security(app):
         headers = response.headers
         headers.setdefault('X-Content-Type-Options', 'nosniff')
         headers.setdefault('X-Frame-Options', 'DENY')
-        headers.setdefault('Content-Security-Policy', CONTENT_SECURITY_POLICY)
+        headers.setdefault('Content-Security-Policy', policy)
         # same-origin, not no-referrer: Flask-WTF checks the Referer on HTTPS.
         headers.setdefault('Referrer-Policy', 'same-origin')
         headers.setdefault('Cross-Origin-Opener-Policy', 'same-origin')
         if request.endpoint in NO_STORE_ENDPOINTS:
             headers['Cache-Control'] = 'no-store'
             headers['Pragma'] = 'no-cache'
-        elif request.endpoint != 'static' and current_user.is_authenticated:
+        elif request.endpoint not in PUBLIC_FILES and current_user.is_authenticated:
             # A signed-in page is this user's alone: no shared cache keeps it, no
             # back button shows it after logout.
             headers['Cache-Control'] = 'private, no-store'

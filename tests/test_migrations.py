@@ -3,6 +3,7 @@
 import re
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -11,6 +12,17 @@ from flask_migrate import upgrade
 from app import db
 from app.mail import deliver_pending
 from app.models import OutboundEmail, User
+
+# SQLite cannot reflect an index on an expression (lower(username)), so SQLAlchemy and
+# Alembic say they skip it; test_expression_indexes_match_the_models checks those indexes.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        'ignore:Skipped unsupported reflection of expression-based index:sqlalchemy.exc.SAWarning'
+    ),
+    pytest.mark.filterwarnings(
+        'ignore:autogenerate skipping metadata-specified expression-based index:UserWarning'
+    ),
+]
 
 
 def test_upgrade_matches_the_models(make_app):
@@ -24,6 +36,50 @@ def test_upgrade_matches_the_models(make_app):
     assert differences == []
     assert names >= {'user', 'post', 'followers', 'outbound_email'}
     assert 'password_reset_request' not in names
+
+
+def expression_indexes(metadata):
+    """The indexes the models declare on an expression rather than on columns, by name."""
+    return {
+        index.name: index
+        for table in metadata.tables.values()
+        for index in table.indexes
+        if any(not isinstance(part, sa.Column) for part in index.expressions)
+    }
+
+
+def index_definitions(connection):
+    """Each index's name, whether it is unique, and what it is on, as the database has it."""
+    if connection.dialect.name == 'sqlite':
+        rows = connection.execute(
+            sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        )
+        return {name: sql for name, sql in rows}
+    rows = connection.execute(
+        sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+    )
+    return {name: definition for name, definition in rows}
+
+
+def comparable(definition):
+    """An index definition's words, without quoting, casts, schema or brackets (PostgreSQL
+    writes lower(username) back as lower((username)::text))."""
+    return re.sub(r'::\w+|"|public\.|USING btree|[()]', ' ', definition).lower().split()
+
+
+def test_expression_indexes_match_the_models(make_app):
+    """What compare_metadata cannot see on SQLite: indexes on lower(username) and the like."""
+    app = make_app(create_tables=False)
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as connection:
+            found = index_definitions(connection)
+        declared = expression_indexes(db.metadata)
+        assert 'ix_user_username_lower' in declared
+        for name, index in declared.items():
+            expected = str(sa.schema.CreateIndex(index).compile(dialect=db.engine.dialect))
+            assert name in found, f'{name} is in the models but not in the database'
+            assert comparable(found[name]) == comparable(expected)
 
 
 def test_upgrade_makes_the_email_key_unique(make_app):
@@ -120,3 +176,63 @@ def test_downgrade_and_upgrade_again(make_app):
         assert 'password_reset_request' in names
         upgrade()
         assert db.session.scalar(sa.select(User.email_key)) == 'hans@xn--strae-oqa.de'
+
+
+def test_usernames_that_differ_only_in_case_stop_the_upgrade_by_name(make_app):
+    app = make_app(create_tables=False)
+    names = ['Bob', 'bob', 'alice', 'ALICE', 'carol', 'BOB']
+    with app.app_context():
+        upgrade(revision='9c1d2e3f4a5b')
+        users = sa.table(
+            'user', *(sa.column(name) for name in ('id', 'username', 'email', 'email_key'))
+        )
+        db.session.execute(
+            sa.insert(users),
+            [
+                {
+                    'id': number,
+                    'username': name,
+                    'email': f'u{number}@example.com',
+                    'email_key': f'u{number}@example.com',
+                }
+                for number, name in enumerate(names, start=1)
+            ],
+        )
+        db.session.commit()
+        result = app.test_cli_runner().invoke(args=['db', 'upgrade'])
+        assert result.exit_code == 1
+        printed = ' '.join(result.stderr.split())
+        assert (
+            "these are not: 'Bob' (id 1) and 'bob' (id 2) and 'BOB' (id 6); "
+            "'alice' (id 3) and 'ALICE' (id 4)." in printed
+        )
+        assert 'carol' not in printed and 'Rename all but one account' in printed
+        db.session.rollback()
+
+        for user_id, new_name in ((2, 'bobby'), (4, 'alicia'), (6, 'robert')):
+            rename = sa.update(users).where(users.c.id == user_id).values(username=new_name)
+            db.session.execute(rename)
+        db.session.commit()
+        upgrade()
+        db.session.add(User(id=7, username='CAROL', email='carol@example.com', password_hash='x'))
+        with pytest.raises(sa.exc.IntegrityError, match='ix_user_username_lower'):
+            db.session.commit()
+        db.session.rollback()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 6
+
+
+def test_the_username_index_goes_on_downgrade(make_app):
+    from flask_migrate import downgrade
+
+    app = make_app(create_tables=False)
+    with app.app_context():
+        upgrade()
+        downgrade(revision='b4e5f6a7c8d9')
+        db.session.add_all(
+            [
+                User(username=name, email=f'{address}@example.com', password_hash='x')
+                for name, address in (('dave', 'dave'), ('Dave', 'other'))
+            ]
+        )
+        db.session.commit()
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 2

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
+from app.avatars import avatar_digest
 from app.models import Post, User, utcnow
 from tests.conftest import PASSWORD
 
@@ -264,7 +265,7 @@ def test_profile_page(client, make_user, auth):
     assert 'Last seen on' in page
     assert '0 followers, 0 following.' in page
     assert 'a post of susan' in page
-    assert 'https://www.gravatar.com/avatar/' in page
+    assert f'src="/avatar/{avatar_digest(susan.id)}.svg"' in page
     assert 'value="Follow"' in page
 
 

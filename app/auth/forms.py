@@ -1,20 +1,36 @@
+import re
+
 import sqlalchemy as sa
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
+from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
 
 from app import db
 from app.addresses import UndeliverableAddressError, deliverable_address
 from app.models import User
 from app.security import PASSWORD_MAX_LENGTH, StrongPassword
 
-USERNAME_PATTERN = r'^[A-Za-z0-9_.-]+$'
+# Matched against the whole name (fullmatch): with re.match and `$`, 'Bob\n' passed,
+# since `$` also matches before a trailing newline.
+USERNAME_PATTERN = re.compile(r'[A-Za-z0-9_.-]+')
 USERNAME_MESSAGE = 'Use only letters, numbers, dots, dashes and underscores.'
 
 
 def strip_spaces(value):
     """Spaces and line breaks around a typed address are not part of it."""
     return value.strip() if isinstance(value, str) else value
+
+
+class FullMatch:
+    """Form validator: the whole value must match the pattern, nothing before or after it."""
+
+    def __init__(self, pattern, message):
+        self.pattern = pattern
+        self.message = message
+
+    def __call__(self, form, field):
+        if not self.pattern.fullmatch(field.data or ''):
+            raise ValidationError(self.message)
 
 
 def username_taken(username):
@@ -30,9 +46,26 @@ def username_field():
         validators=[
             DataRequired(),
             Length(max=64),
-            Regexp(USERNAME_PATTERN, message=USERNAME_MESSAGE),
+            FullMatch(USERNAME_PATTERN, USERNAME_MESSAGE),
         ],
     )
+
+
+def commit_or_explain(form):
+    """Commit the form's change, or say on the form why a concurrent request made it fail.
+
+    The form checks that a name or address is free before the commit, and two requests
+    can both pass that check; the unique indexes then refuse the second one. Checking
+    the form again, now that the first one is committed, finds what to tell the person.
+    """
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        db.session.rollback()
+        if form.validate():
+            form.username.errors.append('Please try again.')
+        return False
+    return True
 
 
 class LoginForm(FlaskForm):

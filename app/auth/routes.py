@@ -1,15 +1,13 @@
-import hashlib
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
-from limits import parse_many
 from werkzeug.security import generate_password_hash
 
 from app import db, limiter
-from app.addresses import lookup_key, normalize_address
+from app.addresses import normalize_address
 from app.auth import bp
 from app.auth.email import queue_password_changed_email, queue_password_reset_email
 from app.auth.forms import (
@@ -20,6 +18,7 @@ from app.auth.forms import (
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
+    commit_or_explain,
 )
 from app.auth.sessions import (
     RESET_KEY,
@@ -34,6 +33,12 @@ from app.auth.sessions import (
     sign_out,
 )
 from app.models import User, decode_signed
+from app.ratelimits import (
+    LoginAttempt,
+    holds_device_cookie_for_typed_username,
+    reset_email_allowed,
+    trust_this_browser,
+)
 from app.security import check_login
 
 INVALID_LINK = 'This reset link is invalid or has expired.'
@@ -49,24 +54,11 @@ def is_safe_next(target):
     return not parts.scheme and not parts.netloc
 
 
-def login_username_key():
-    """Rate-limit key for login attempts against one username."""
-    username = request.form.get('username', '').strip().lower()[:64]
-    return 'login-username:' + hashlib.sha256(username.encode()).hexdigest()
-
-
-def login_failed(response):
-    """Only failed attempts count against a username: a success redirects."""
-    return response.status_code != 302
-
-
 @bp.route('/login', methods=['GET', 'POST'])
-@limiter.limit(lambda: current_app.config['RATELIMIT_LOGIN_PER_ADDRESS'], methods=['POST'])
 @limiter.limit(
-    lambda: current_app.config['RATELIMIT_LOGIN_PER_USERNAME'],
-    key_func=login_username_key,
+    lambda: current_app.config['RATELIMIT_LOGIN_PER_ADDRESS'],
     methods=['POST'],
-    deduct_when=login_failed,
+    exempt_when=holds_device_cookie_for_typed_username,
 )
 def login():
     if current_user.is_authenticated:
@@ -78,7 +70,12 @@ def login():
                 sa.func.lower(User.username) == form.username.data.strip().lower()
             )
         )
+        # Counted before the password is checked; see app.ratelimits.
+        attempt = LoginAttempt(form.username.data, user)
+        if attempt.refused:
+            return attempt.refusal_page()
         if check_login(user, form.password.data):
+            attempt.succeeded(user)
             sign_in(user, remember=form.remember_me.data)
             next_page = request.args.get('next')
             if not is_safe_next(next_page):
@@ -108,22 +105,13 @@ def register():
         return redirect(url_for('main.index'))
     form = RegistrationForm()
     if form.validate_on_submit():
-        user = User(username=form.username.data.strip(), email=form.email.data)
+        user = User(username=form.username.data, email=form.email.data)
         user.set_password(form.password.data)
         db.session.add(user)
-        db.session.commit()
-        flash('Congratulations, you are now a registered user!')
-        return redirect(url_for('auth.login'))
+        if commit_or_explain(form):
+            flash('Congratulations, you are now a registered user!')
+            return redirect(url_for('auth.login'))
     return render_template('auth/register.html', title='Register', form=form)
-
-
-def reset_allowed_for(address):
-    """The silent per-address limit on reset emails: past it, nothing is sent and nothing said."""
-    if not limiter.enabled:
-        return True
-    key = hashlib.sha256((lookup_key(address) or address).encode()).hexdigest()
-    limits = parse_many(current_app.config['RATELIMIT_RESET_PER_EMAIL'])
-    return all([limiter.limiter.hit(item, 'reset-email', key) for item in limits])
 
 
 @bp.route('/reset_password_request', methods=['GET', 'POST'])
@@ -136,7 +124,7 @@ def reset_password_request():
         address = normalize_address(form.email.data)
         # Known or not, the request costs the same here: it is stored as typed, and
         # the delivery worker looks the account up on its own cadence.
-        if reset_allowed_for(address):
+        if reset_email_allowed(address):  # per (client address, email): see app.ratelimits
             queue_password_reset_email(address)
             db.session.commit()
         flash('Check your email for the instructions to reset your password')
@@ -201,6 +189,7 @@ def reset_password_form():
         end_all_sessions(user)  # this reset, and every session signed in as the user
         queue_password_changed_email(user)
         db.session.commit()  # the new password, the ended sessions and the notice together
+        trust_this_browser(user)  # it has shown it reads the owner's email: app.ratelimits
         flash('Your password has been reset.')
         return redirect(url_for('auth.login'))
     return render_template(

@@ -1,9 +1,20 @@
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required
 
 from app import db
+from app.auth.forms import commit_or_explain
+from app.avatars import DIGEST_PATTERN, avatar_svg
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, PostForm
 from app.models import Post, User
@@ -169,11 +180,11 @@ def user(username):
 def edit_profile():
     form = EditProfileForm(current_user.username)
     if form.validate_on_submit():
-        current_user.username = form.username.data.strip()
+        current_user.username = form.username.data
         current_user.about_me = form.about_me.data
-        db.session.commit()
-        flash('Your changes have been saved.')
-        return redirect(url_for('main.edit_profile'))
+        if commit_or_explain(form):
+            flash('Your changes have been saved.')
+            return redirect(url_for('main.edit_profile'))
     elif request.method == 'GET':
         form.username.data = current_user.username
         form.about_me.data = current_user.about_me
@@ -213,3 +224,20 @@ def follow(username):
 @login_required
 def unfollow(username):
     return change_following(username, follow=False)
+
+
+@bp.route('/avatar/<digest>.svg')
+def avatar(digest):
+    """An account's picture, drawn from the keyed hash in its URL (see app.avatars).
+
+    The same for everyone and never changing, so it is cached for a year, and it
+    needs no login: the URL says nothing about the account.
+    """
+    if not DIGEST_PATTERN.fullmatch(digest):
+        abort(404)
+    response = make_response(avatar_svg(digest))
+    response.mimetype = 'image/svg+xml'
+    response.headers['Cache-Control'] = 'public, max-age=31536000, immutable'
+    # Nothing in the drawing loads or runs anything, even when opened as a page.
+    response.headers['Content-Security-Policy'] = "default-src 'none'"
+    return response

@@ -195,6 +195,7 @@ def test_wrong_inputs_show_next_to_the_field(page, camera):
     page.get_by_label('Repeat Password').fill(PASSWORD + 'x')
     page.get_by_role('button', name='Register').click()
     camera.shoot(page, 'register-errors')
+    # Registration says what email-validator found wrong (the reset form, below, does not).
     assert error_next_to(page, 'email') == 'An email address must have an @-sign.'
     assert error_next_to(page, 'password2') == 'Passwords must match.'
 
