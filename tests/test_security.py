@@ -451,10 +451,11 @@ def test_cookies_are_httponly_lax_and_secure_in_production(production_app):
     app = production_app()
     assert not app.debug and not app.testing
     cookies = login_cookies(app)
-    assert list(cookies) == ['session']  # one cookie, remembered or not
-    assert '; HttpOnly' in cookies['session']
-    assert '; SameSite=Lax' in cookies['session']
-    assert '; Secure' in cookies['session']
+    assert set(cookies) == {'session', 'login_device'}  # remembered or not, one session cookie
+    for cookie in cookies.values():
+        assert '; HttpOnly' in cookie
+        assert '; SameSite=Lax' in cookie
+        assert '; Secure' in cookie
 
 
 def test_debug_mode_sends_cookies_over_plain_http(make_app):
