@@ -454,8 +454,9 @@ def test_cookies_are_httponly_lax_and_secure_in_production(production_app):
     assert set(cookies) == {'session', 'login_device'}  # remembered or not, one session cookie
     for cookie in cookies.values():
         assert '; HttpOnly' in cookie
-        assert '; SameSite=Lax' in cookie
         assert '; Secure' in cookie
+    assert '; SameSite=Lax' in cookies['session']
+    assert '; SameSite=Strict' in cookies['login_device']  # sent to /login alone
 
 
 def test_debug_mode_sends_cookies_over_plain_http(make_app):
