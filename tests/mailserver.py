@@ -58,19 +58,31 @@ class RecordingHandler:
 
 
 class MailServer:
-    """An aiosmtpd server on 127.0.0.1; start() and stop() may be called more than once."""
+    """An aiosmtpd server on 127.0.0.1; start() and stop() may be called more than once.
 
-    def __init__(self, port=None):
+    ``ssl_context`` makes it speak TLS from the first byte (as on port 465); other
+    keywords go to aiosmtpd's SMTP (``tls_context`` for STARTTLS, ``authenticator``).
+    """
+
+    def __init__(self, port=None, ssl_context=None, **smtp_options):
         self.port = port or free_port()
         self.handler = RecordingHandler()
         self.controller = None
+        self.ssl_context = ssl_context
+        self.smtp_options = smtp_options
 
     @property
     def messages(self):
         return self.handler.messages
 
     def start(self):
-        self.controller = Controller(self.handler, hostname='127.0.0.1', port=self.port)
+        self.controller = Controller(
+            self.handler,
+            hostname='127.0.0.1',
+            port=self.port,
+            ssl_context=self.ssl_context,
+            **self.smtp_options,
+        )
         self.controller.start()
         return self
 
@@ -78,6 +90,19 @@ class MailServer:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+def accept_login(username, password):
+    """An aiosmtpd authenticator that accepts this one login and refuses every other."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and auth_data == LoginPassword(
+            username.encode(), password.encode()
+        )
+        return AuthResult(success=ok)
+
+    return authenticate
 
 
 class HangUpServer:
