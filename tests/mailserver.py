@@ -100,7 +100,7 @@ def accept_login(username, password):
         ok = isinstance(auth_data, LoginPassword) and auth_data == LoginPassword(
             username.encode(), password.encode()
         )
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)
 
     return authenticate
 

@@ -3,6 +3,8 @@
 import email
 import email.policy
 import smtplib
+import socket
+import ssl
 import sys
 import threading
 
@@ -33,6 +35,12 @@ def server_description(config):
 def mail_test(address):
     """Send a test message now and print the whole SMTP conversation."""
     config = current_app.config
+    if not config['MAIL_SERVER']:
+        raise click.ClickException(
+            'MAIL_SERVER is not set, so there is nowhere to send to.\n'
+            'Hint: set MAIL_SERVER and MAIL_PORT (see "Sending real email" in README.md), or '
+            'run `flask mail sink` and set MAIL_SERVER=127.0.0.1 MAIL_PORT=8025.'
+        )
     server = f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]}'
     click.echo(f'Connecting to {server_description(config)}, timeout {config["MAIL_TIMEOUT"]} s...')
     try:
@@ -53,21 +61,85 @@ def mail_test(address):
         with SMTPConnection(state) as connection:
             connection.send(message)
     except smtplib.SMTPResponseException as exc:
-        raise click.ClickException(
-            f'The server refused: {exc.smtp_code} {exc.smtp_error!r}'
-        ) from exc
+        error = f'The server refused: {exc.smtp_code} {exc.smtp_error!r}'
+        raise click.ClickException(with_hint(error, exc, config)) from exc
     except smtplib.SMTPRecipientsRefused as exc:
-        raise click.ClickException(f'The server refused the recipient: {exc.recipients}') from exc
+        error = f'The server refused the recipient: {exc.recipients}'
+        raise click.ClickException(with_hint(error, exc, config)) from exc
     except (smtplib.SMTPException, OSError) as exc:
-        raise click.ClickException(
-            f'Could not send through {server}: {type(exc).__name__}: {exc}'
-        ) from exc
+        error = f'Could not send through {server}: {type(exc).__name__}: {exc}'
+        raise click.ClickException(with_hint(error, exc, config)) from exc
     finally:
         state.debug = 0
     if state.suppress:
         click.echo('MAIL_SUPPRESS_SEND is on: the message was built but not sent.')
     else:
         click.echo(f'Sent: {server} accepted the message for {recipient}.')
+
+
+def with_hint(error, exc, config):
+    """The error, and on a line of its own what to change, when the error says it."""
+    hint = mail_hint(exc, config)
+    return f'{error}\nHint: {hint}' if hint else error
+
+
+def mail_hint(exc, config):
+    """One line saying which setting to change after ``exc``, or None when nothing tells."""
+    server = f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]}'
+    ssl_on, tls_on = config['MAIL_USE_SSL'], config['MAIL_USE_TLS']
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f'the certificate of {server} does not verify ({exc.verify_message}): set '
+            'MAIL_SERVER to the host name the certificate is for (not an IP address or an '
+            "alias), or have the server's certificate fixed."
+        )
+    if isinstance(exc, ssl.SSLError) and ssl_on:
+        return (
+            f'{server} does not speak TLS from the first byte: for port 587 (STARTTLS) '
+            'set MAIL_USE_TLS=true and MAIL_USE_SSL=false.'
+        )
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and 'timed out' in str(exc) and not ssl_on:
+        return (
+            f'{server} took the connection but said nothing in {config["MAIL_TIMEOUT"]} s: it '
+            'probably expects TLS from the first byte (port 465), so set MAIL_USE_SSL=true '
+            'and MAIL_USE_TLS=false.'
+        )
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return (
+            f'the server refused the login of MAIL_USERNAME={config["MAIL_USERNAME"]}: check '
+            'MAIL_USERNAME and MAIL_PASSWORD (Gmail needs an app password, not yours).'
+        )
+    if isinstance(exc, smtplib.SMTPNotSupportedError) and 'AUTH' in str(exc):
+        if not (ssl_on or tls_on):
+            return (
+                'the server offers no login on a plain connection: set MAIL_USE_TLS=true '
+                '(port 587) or MAIL_USE_SSL=true (port 465), or unset MAIL_USERNAME and '
+                'MAIL_PASSWORD if it needs none.'
+            )
+        return 'the server takes no login: unset MAIL_USERNAME and MAIL_PASSWORD.'
+    if isinstance(exc, smtplib.SMTPNotSupportedError) and 'STARTTLS' in str(exc):
+        return (
+            f'{server} offers no STARTTLS: use the port that does (587), or port 465 with '
+            'MAIL_USE_SSL=true and MAIL_USE_TLS=false.'
+        )
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return (
+            f'the server will not send from {config["MAIL_DEFAULT_SENDER"]}: set '
+            'MAIL_DEFAULT_SENDER to an address your account may send from.'
+        )
+    if isinstance(exc, socket.gaierror):
+        return f'MAIL_SERVER={config["MAIL_SERVER"]} is not a host name that resolves: check it.'
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f'nothing accepts connections at {server}: check MAIL_SERVER and MAIL_PORT '
+            '(587 with MAIL_USE_TLS, 465 with MAIL_USE_SSL).'
+        )
+    if isinstance(exc, TimeoutError):
+        return (
+            f'{server} did not answer in {config["MAIL_TIMEOUT"]} s: check MAIL_SERVER and '
+            'MAIL_PORT, and that a firewall lets the connection out.'
+        )
+    return None
 
 
 def _ago(delta):
