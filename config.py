@@ -137,6 +137,16 @@ class Config:
 
     RATELIMIT_ENABLED = env_bool('RATELIMIT_ENABLED', True)
     RATELIMIT_STORAGE_URI = os.environ.get('RATELIMIT_STORAGE_URI') or 'memory://'
+    # When that storage (Redis) is unreachable, Flask-Limiter counts in this process's
+    # memory instead, says so in the log, and goes back to it once it answers again.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = env_bool('RATELIMIT_IN_MEMORY_FALLBACK_ENABLED', True)
+    # A Redis that hangs fails fast (and falls back) instead of holding up the page;
+    # its errors arrive as limits' StorageError.
+    RATELIMIT_STORAGE_OPTIONS = {
+        'socket_connect_timeout': 2,
+        'socket_timeout': 2,
+        'wrap_exceptions': True,
+    }
     RATELIMIT_RESET_PER_ADDRESS = os.environ.get('RATELIMIT_RESET_PER_ADDRESS') or '10 per hour'
     RATELIMIT_RESET_PER_EMAIL = os.environ.get('RATELIMIT_RESET_PER_EMAIL') or '3 per hour'
     RATELIMIT_LOGIN_PER_ADDRESS = (

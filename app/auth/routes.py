@@ -5,6 +5,7 @@ import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from limits import parse_many
+from limits.errors import StorageError
 from werkzeug.security import generate_password_hash
 
 from app import db, limiter
@@ -108,7 +109,14 @@ def reset_allowed_for(address):
         return True
     key = hashlib.sha256((lookup_key(address) or address).encode()).hexdigest()
     limits = parse_many(current_app.config['RATELIMIT_RESET_PER_EMAIL'])
-    return all([limiter.limiter.hit(item, 'reset-email', key) for item in limits])
+    try:
+        # limiter.limiter is Flask-Limiter's in-memory fallback while its storage is down.
+        return all([limiter.limiter.hit(item, 'reset-email', key) for item in limits])
+    except StorageError as exc:
+        # Redis went away between this page's own limit check and here: the next
+        # request falls back; this one is let through rather than answered with a 500.
+        current_app.logger.warning('Per-email reset limit not counted: %s', exc)
+        return True
 
 
 @bp.route('/reset_password_request', methods=['GET', 'POST'])
