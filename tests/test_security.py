@@ -413,6 +413,27 @@ def test_error_pages_carry_the_headers_too(make_app):
         assert satisfies_csp(response.text)
 
 
+@pytest.mark.parametrize(
+    ('secure_cookies', 'origin', 'explained'),
+    [
+        (True, f'http://{SITE}', True),  # the browser kept the HTTPS-only cookie to itself
+        (True, f'https://{SITE}', False),  # a form left open too long: nothing to set
+        (False, f'http://{SITE}', False),
+    ],
+)
+def test_a_form_over_plain_http_says_what_to_set(make_app, secure_cookies, origin, explained):
+    app = make_app(WTF_CSRF_ENABLED=True, SESSION_COOKIE_SECURE=secure_cookies)
+    form = app.test_client().get('/login').text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+    # The form comes back without its session cookie, as when the browser is on http://.
+    data = {'username': 'susan', 'password': 'x', 'csrf_token': token}
+    response = app.test_client().post('/login', data=data, headers={'Origin': origin})
+    assert response.status_code == 400
+    assert 'The CSRF session token is missing.' in response.text
+    assert ('set <code>PREFERRED_URL_SCHEME=http</code>' in response.text) is explained
+    assert (f'href="https://{SITE}/"' in response.text) is explained
+
+
 PAGE_TEMPLATES = sorted(
     path.relative_to(TEMPLATES).as_posix()
     for path in TEMPLATES.rglob('*.html')

@@ -1,5 +1,6 @@
-from flask import render_template
+from flask import current_app, render_template, request
 from flask.globals import request_ctx
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app import db
@@ -33,6 +34,25 @@ def http_error(error):
     if error.code >= 500:
         db.session.rollback()
     response = error.get_response()
-    response.data = render_template('errors/http.html', title=error.name, error=error)
+    response.data = render_template(
+        'errors/http.html',
+        title=error.name,
+        error=error,
+        secure_cookie_over_http=isinstance(error, CSRFError) and secure_cookie_over_http(),
+    )
     response.mimetype = 'text/html'
     return response
+
+
+def secure_cookie_over_http():
+    """Whether the browser is on plain http:// while the session cookie is HTTPS-only.
+
+    It then keeps the cookie to itself, and every form fails its CSRF check. The
+    browser's Origin (or Referer) says which scheme it used, even behind a proxy.
+    """
+    if not current_app.config['SESSION_COOKIE_SECURE']:
+        return False
+    origin = request.headers.get('Origin') or request.headers.get('Referer')
+    if origin:
+        return origin.startswith('http://')
+    return not request.is_secure
