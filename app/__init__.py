@@ -7,6 +7,7 @@ import click
 import flask_login
 import sqlalchemy as sa
 from flask import Flask, current_app, session
+from flask.helpers import get_debug_flag
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login.signals import user_loaded_from_cookie
@@ -16,6 +17,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.serving import is_running_from_reloader
 
 from config import Config, check_settings
 
@@ -99,6 +101,12 @@ def create_app(config_class=Config):
 
     app.register_blueprint(main_bp)
 
+    if app.debug:
+        # The inbox of the local mail sink: never present outside debug mode.
+        from app.devmail import bp as devmail_bp
+
+        app.register_blueprint(devmail_bp)
+
     from app.cli import register_commands
 
     register_commands(app)
@@ -134,9 +142,18 @@ def start_serving(app):
 
 
 def _serving_with_flask_run():
-    """Whether this process was started by `flask run`, to serve (not by another command)."""
+    """Whether this process serves pages for `flask run` (not another command, nor its reloader).
+
+    With the reloader (debug mode), `flask run` serves from a child process and the
+    first one only watches the files.
+    """
     context = click.get_current_context(silent=True)
-    return context is not None and context.info_name == 'run'
+    if context is None or context.info_name != 'run':
+        return False
+    reloads = context.params.get('reload')
+    if reloads is None:
+        reloads = get_debug_flag()
+    return not reloads or is_running_from_reloader()
 
 
 def _tune_sqlite(dbapi_connection, connection_record):

@@ -1,8 +1,10 @@
 """The app served by gunicorn in a process of its own, as in production."""
 
+import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -87,3 +89,60 @@ class LiveServer:
     def log(self):
         """What the server wrote so far."""
         return self.log_path.read_text()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hand redirects back to the caller, who follows them as a browser would."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class Visitor:
+    """A person with a browser on a live server: cookies kept, forms sent with their CSRF token.
+
+    ``headers`` go with every request: behind a TLS proxy, ``X-Forwarded-Proto: https``
+    (the cookies are then Secure, and kept here as the browser keeps them for https).
+    """
+
+    def __init__(self, base_url, headers=None):
+        self.base_url = base_url
+        self.headers = dict(headers or {})
+        self.cookies = {}
+        self.opener = urllib.request.build_opener(NoRedirect)
+
+    def request(self, path, data=None):
+        """GET (or POST ``data``) ``path``: status, Location header and page text."""
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base_url + path, data=body, headers=self.headers)
+        if self.cookies:
+            cookies = '; '.join(f'{name}={value}' for name, value in self.cookies.items())
+            request.add_header('Cookie', cookies)
+        try:
+            response = self.opener.open(request, timeout=15)
+        except urllib.error.HTTPError as error:
+            response = error
+        with response:
+            for header in response.headers.get_all('Set-Cookie') or []:
+                name, value = header.split(';', 1)[0].split('=', 1)
+                self.cookies[name] = value
+            return response.status, response.headers.get('Location'), response.read().decode()
+
+    def get(self, path):
+        """The page at ``path`` (200 expected), following redirects on this site."""
+        for _ in range(5):
+            status, location, text = self.request(path)
+            if status not in (301, 302, 303, 307, 308):
+                return status, text
+            path = urllib.parse.urlsplit(location)._replace(scheme='', netloc='').geturl()
+        raise AssertionError(f'too many redirects from {path}')
+
+    def submit(self, path, **fields):
+        """Fill in the form at ``path`` and send it: status and Location of the answer."""
+        status, form = self.get(path)
+        assert status == 200, form
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form)
+        if token:
+            fields['csrf_token'] = token[1]
+        status, location, _ = self.request(path, data=fields)
+        return status, location

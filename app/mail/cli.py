@@ -1,22 +1,25 @@
 """`flask mail`: test the server, see and push the outbox, run a worker, run a local sink."""
 
-import email
-import email.policy
+import errno
+import os
+import signal
 import smtplib
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 
 import click
 import sqlalchemy as sa
-from flask import current_app, render_template
+from flask import current_app, render_template, url_for
 from flask.cli import AppGroup
 from flask_mail import Message
 
 from app import db
 from app.addresses import UndeliverableAddressError, smtp_address
 from app.mail.outbox import deliver_pending, next_retry_at
+from app.mail.sink import MailSink, sink_folder
 from app.mail.smtp import SMTPConnection, smtp_sender
 from app.models import OutboundEmail, utcnow
 
@@ -293,43 +296,105 @@ def mail_worker(burst):
     worker.work(burst=burst, with_scheduler=True)
 
 
-@mail_cli.command('sink')
+@mail_cli.command('sink', context_settings={'ignore_unknown_options': True})
 @click.option('--host', default='127.0.0.1', show_default=True)
 @click.option('--port', default=8025, show_default=True, type=int)
-def mail_sink(host, port):
-    """A local debugging SMTP server that prints every message it receives."""
-    run_debugging_server(host, port)
+@click.argument('command', nargs=-1, type=click.UNPROCESSED)
+def mail_sink(host, port, command):
+    """A local SMTP server that keeps every message, for /_mail (debug) and any mail reader.
 
-
-class PrintingHandler:
-    """aiosmtpd handler that prints each message, both parts, to stdout."""
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        out = sys.stdout
-        out.write('-' * 72 + '\n')
-        out.write(f'From: {envelope.mail_from}\nTo: {", ".join(envelope.rcpt_tos)}\n')
-        out.write(f'Subject: {message["subject"]}\n\n')
-        for part in message.walk():
-            if part.get_content_maintype() == 'multipart':
-                continue
-            out.write(f'[{part.get_content_type()}]\n{part.get_content()}\n')
-        out.write('-' * 72 + '\n')
-        out.flush()
-        return '250 Message accepted for delivery'
-
-
-def run_debugging_server(host, port):
-    """Serve the printing SMTP sink until interrupted."""
-    from aiosmtpd.controller import Controller
-
-    controller = Controller(PrintingHandler(), hostname=host, port=port)
-    controller.start()
-    click.echo(f'Debugging SMTP server on {host}:{port}; every message is printed here.')
-    stop = threading.Event()
+    With a COMMAND (after --), run it while the sink serves and stop with it:
+    `make run` runs `flask mail sink -- flask run`, so the inbox outlives restarts
+    of the app and ends with the sink.
+    """
+    app = current_app._get_current_object()
+    folder = sink_folder(app, port)
+    sink = MailSink(host, port, folder, announce=lambda key, message: announce(app, key, message))
     try:
-        stop.wait()
+        sink.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f'{host}:{port} is taken (another mail sink?): stop what uses it, or choose '
+                f'another port, as in `flask mail sink --port {port + 1}` or '
+                f'`make run MAIL_PORT={port + 1}`.'
+            ) from None
+        raise click.ClickException(f'The mail sink cannot listen on {host}:{port}: {exc}') from None
+    # SIGTERM ends the sink as Ctrl-C does: the folder is removed either way.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if command:
+            click.echo(banner(app, host, port))
+            code = run_while_serving(command)
+        else:
+            click.echo(
+                f'Mail sink on {host}:{port}: it keeps every message in {folder} '
+                f'(read them at {inbox_url(app) or "/_mail, in debug mode"}) until it stops.'
+            )
+            code = wait_for_interrupt()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sink.stop()
+    sys.exit(code)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def wait_for_interrupt():
+    """Block until Ctrl-C or SIGTERM; the exit status."""
+    try:
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
-    finally:
-        controller.stop()
+    return 0
+
+
+def run_while_serving(command):
+    """Run ``command`` in a process group of its own; pass on Ctrl-C or SIGTERM; its status."""
+    child = subprocess.Popen(command, process_group=0)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # The app's group did not get the terminal's signal: hand it on (to the
+        # reloader and the server it runs), and wait for them to finish.
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(CHILD_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        return 0
+
+
+CHILD_STOP_TIMEOUT = 15  # seconds the app gets to stop before it is killed
+
+
+def inbox_url(app, key=None):
+    """The address of the debug inbox (or of one message), or None outside debug mode."""
+    if 'devmail' not in app.blueprints:
+        return None
+    with app.app_context():
+        if key is None:
+            return url_for('devmail.inbox', _external=True)
+        return url_for('devmail.message', key=key, _external=True)
+
+
+def banner(app, host, port):
+    """What `make run` shows once the sink listens: where the site and its emails are."""
+    site = f'{app.config["PREFERRED_URL_SCHEME"]}://{app.config["SERVER_NAME"]}/'
+    lines = [f'  Microblog        {site}']
+    inbox = inbox_url(app)
+    if inbox:
+        lines.append(f'  Its emails       {inbox}')
+    lines.append(f'  Mail sink        {host}:{port} (keeps every message until it stops)')
+    lines.append('  Stop both with Ctrl-C.')
+    rule = '-' * max(len(line) for line in lines)
+    return '\n'.join([rule, *lines, rule])
+
+
+def announce(app, key, message):
+    """One line in the terminal for each message the sink keeps."""
+    where = inbox_url(app, key) or key
+    click.echo(f'Mail to {message["To"]}: {message["Subject"]!r}  {where}')
