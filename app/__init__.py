@@ -54,6 +54,7 @@ migrate = Migrate()
 login = LoginManager()
 login.login_view = 'auth.login'
 login.login_message = 'Please log in to access this page.'
+login.login_message_category = 'info'
 mailer = Mail()  # Flask-Mail: the MAIL_* settings, the SMTP connection, record_messages
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)

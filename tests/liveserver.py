@@ -1,7 +1,10 @@
 """The app served by gunicorn in a process of its own, as in production."""
 
+import os
 import re
+import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -89,6 +92,87 @@ class LiveServer:
     def log(self):
         """What the server wrote so far."""
         return self.log_path.read_text()
+
+
+class DevSite:
+    """`make run` in ``folder``, on the project's virtualenv: the site as a developer runs it."""
+
+    def __init__(self, folder, log_path):
+        self.folder = Path(folder)
+        self.log_path = Path(log_path)
+        self.port = free_port()
+        self.mail_port = free_port()
+        self.process = None
+
+    @property
+    def url(self):
+        return f'http://127.0.0.1:{self.port}'
+
+    def start(self, wait=True):
+        """Run `make run` (nothing to install) and, with ``wait``, return once the site answers."""
+        venv = Path(sys.executable).parents[1]
+        self._log = open(self.log_path, 'w')  # noqa: SIM115 - closed by stop()
+        self.process = subprocess.Popen(
+            [
+                'make',
+                '--no-print-directory',
+                'run',
+                f'PORT={self.port}',
+                f'MAIL_PORT={self.mail_port}',
+                f'VENV={venv}',
+                '-o',
+                f'{venv}/.installed',  # installed already: never reinstall into it
+            ],
+            cwd=self.folder,
+            env=clean_env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, stopped as Ctrl-C would
+        )
+        if wait:
+            wait_for(lambda: answers(self.url + '/login') or self.process.poll() is not None)
+            if self.process.poll() is not None:
+                raise RuntimeError(self.log())
+        return self
+
+    def wait(self, timeout=60):
+        """Wait for `make run` to end by itself; its exit status."""
+        return self.process.wait(timeout)
+
+    def stop(self):
+        """Stop it as Ctrl-C in its terminal does: SIGINT to its process group."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+        self._log.close()
+
+    def log(self):
+        """What `make run` printed so far."""
+        return self.log_path.read_text()
+
+
+def answers(url):
+    """Whether anything answers at ``url``."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
+def wait_for(condition, what='the condition', deadline=START_DEADLINE):
+    """Poll ``condition`` until it is true, for at most ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f'{what} did not happen in {deadline} s')
+        time.sleep(0.1)
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

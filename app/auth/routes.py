@@ -70,7 +70,7 @@ def login():
             if not is_safe_next(next_page):
                 next_page = url_for('main.index')
             return redirect(next_page)
-        flash('Invalid username or password')
+        flash('Invalid username or password', 'error')
     return render_template('auth/login.html', title='Sign In', form=form)
 
 
@@ -80,7 +80,9 @@ def logout():
     if request.method == 'POST':
         if form.validate_on_submit():
             logout_user()
-            flash('You have been logged out.')
+            flash('You have been logged out.', 'info')
+            # Straight to the login page: the index would ask to log in, a second message.
+            return redirect(url_for('auth.login'))
         return redirect(url_for('main.index'))
     if not current_user.is_authenticated:
         return redirect(url_for('main.index'))
@@ -98,7 +100,7 @@ def register():
         user.set_password(form.password.data)
         db.session.add(user)
         db.session.commit()
-        flash('Congratulations, you are now a registered user!')
+        flash('Congratulations, you are now a registered user!', 'success')
         return redirect(url_for('auth.login'))
     return render_template('auth/register.html', title='Register', form=form)
 
@@ -132,7 +134,7 @@ def reset_password_request():
         if reset_allowed_for(address):
             queue_password_reset_email(address)
             db.session.commit()
-        flash('Check your email for the instructions to reset your password')
+        flash('Check your email for the instructions to reset your password', 'info')
         return redirect(url_for('auth.login'))
     return render_template('auth/reset_password_request.html', title='Reset Password', form=form)
 
@@ -144,7 +146,7 @@ def reset_password(token):
         return redirect(url_for('main.index'))
     if User.verify_reset_password_token(token) is None:
         session.pop('reset_token', None)
-        flash(INVALID_LINK)
+        flash(INVALID_LINK, 'error')
         return redirect(url_for('auth.reset_password_request'))
     session['reset_token'] = token
     return redirect(url_for('auth.reset_password_form'))
@@ -158,7 +160,7 @@ def reset_password_form():
     user = User.verify_reset_password_token(token) if token else None
     if user is None:
         session.pop('reset_token', None)
-        flash(INVALID_LINK)
+        flash(INVALID_LINK, 'error')
         return redirect(url_for('auth.reset_password_request'))
     form = ResetPasswordForm(user)
     if form.validate_on_submit():
@@ -173,10 +175,10 @@ def reset_password_form():
         session.pop('reset_token', None)
         if changed != 1:
             db.session.rollback()
-            flash(INVALID_LINK)
+            flash(INVALID_LINK, 'error')
             return redirect(url_for('auth.reset_password_request'))
         queue_password_changed_email(user)
         db.session.commit()  # the new password and the notice together
-        flash('Your password has been reset.')
+        flash('Your password has been reset.', 'success')
         return redirect(url_for('auth.login'))
     return render_template('auth/reset_password.html', title='Reset Password', form=form)

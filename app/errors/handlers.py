@@ -1,9 +1,12 @@
-from flask import current_app, render_template, request
+import math
+import time
+
+from flask import current_app, make_response, render_template, request
 from flask.globals import request_ctx
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from app import db
+from app import db, limiter
 from app.errors import bp
 
 
@@ -14,7 +17,34 @@ def not_found_error(error):
 
 @bp.app_errorhandler(429)
 def too_many_requests_error(error):
-    return render_template('errors/429.html', title='Too Many Requests'), 429
+    """Say how long to wait, on the page and in Retry-After."""
+    seconds = seconds_until_reset()
+    wait = describe_wait(seconds) if seconds else None
+    page = render_template('errors/429.html', title='Too Many Requests', wait=wait)
+    response = make_response(page)
+    if seconds:
+        response.headers['Retry-After'] = str(seconds)
+    return response, 429
+
+
+def seconds_until_reset():
+    """Seconds until the limit that was hit lets this client try again, or None."""
+    limit = limiter.current_limit
+    if limit is None or not limit.breached:
+        return None
+    return max(1, math.ceil(limit.reset_at - time.time()))
+
+
+def describe_wait(seconds):
+    """A wait in words: "40 seconds", "1 minute", "12 minutes" (rounded up), "2 hours" (nearest)."""
+    if seconds < 60:
+        count, unit = seconds, 'second'
+    elif seconds < 3600:
+        count, unit = math.ceil(seconds / 60), 'minute'
+    else:
+        # An hour's window read a second later is still "1 hour", not "2 hours".
+        count, unit = max(1, math.floor(seconds / 3600 + 0.5)), 'hour'
+    return f'{count} {unit}' + ('' if count == 1 else 's')
 
 
 @bp.app_errorhandler(500)
