@@ -158,10 +158,13 @@ class DevSite:
 
 
 def answers(url):
-    """Whether anything answers at ``url``."""
+    """Whether an HTTP server answers at ``url`` (with any status)."""
     try:
         with urllib.request.urlopen(url, timeout=2):
             return True
+    except urllib.error.HTTPError as error:
+        error.close()
+        return True
     except (urllib.error.URLError, ConnectionError):
         return False
 
@@ -194,11 +197,18 @@ class Visitor:
         self.headers = dict(headers or {})
         self.cookies = {}
         self.opener = urllib.request.build_opener(NoRedirect)
+        base = urllib.parse.urlsplit(base_url)
+        scheme = self.headers.get('X-Forwarded-Proto', base.scheme)
+        self.origin = f'{scheme}://{self.headers.get("Host", base.netloc)}'
 
     def request(self, path, data=None):
         """GET (or POST ``data``) ``path``: status, Location header and page text."""
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         request = urllib.request.Request(self.base_url + path, data=body, headers=self.headers)
+        if body is not None:
+            # As a browser does, on the page the form came from (Flask-WTF checks it on https).
+            request.add_header('Origin', self.origin)
+            request.add_header('Referer', self.origin + path)
         if self.cookies:
             cookies = '; '.join(f'{name}={value}' for name, value in self.cookies.items())
             request.add_header('Cookie', cookies)

@@ -39,6 +39,7 @@ class RecordingHandler:
         self.data_attempts = 0
         self.script = []
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         with self.lock:
@@ -54,6 +55,7 @@ class RecordingHandler:
                 return answer
             message = email.message_from_bytes(envelope.content, policy=email.policy.default)
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+            self.arrived.notify_all()
         return answer
 
 
@@ -74,6 +76,17 @@ class MailServer:
     @property
     def messages(self):
         return self.handler.messages
+
+    def wait_for(self, wanted, timeout=30):
+        """The first message for which ``wanted(received)`` is true, waiting for it to arrive."""
+        handler = self.handler
+        with handler.arrived:
+            found = handler.arrived.wait_for(
+                lambda: next((m for m in handler.messages if wanted(m)), None), timeout
+            )
+        if found is None:
+            raise AssertionError(f'no such message arrived in {timeout} s')
+        return found
 
     def start(self):
         self.controller = Controller(
