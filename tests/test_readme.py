@@ -27,13 +27,11 @@ from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.liveserver import Visitor, answers, wait_for
 from tests.mailserver import MailServer, accept_login, free_port
 
-pytestmark = [
-    pytest.mark.deployment,
-    pytest.mark.skipif(
-        not (TEST_DATABASE_URL and TEST_REDIS_URL),
-        reason='the deployment tests run with the CI services (TEST_DATABASE_URL, TEST_REDIS_URL)',
-    ),
-]
+# They install a virtualenv and need PostgreSQL and Redis: they run with the CI services.
+with_ci_services = pytest.mark.skipif(
+    not (TEST_DATABASE_URL and TEST_REDIS_URL),
+    reason='the deployment tests run with the CI services (TEST_DATABASE_URL, TEST_REDIS_URL)',
+)
 
 README = ROOT / 'README.md'
 SITE = 'microblog.example.com'
@@ -212,6 +210,8 @@ def reset_a_password(site_url, smtp_server):
     assert again.submit('/login', username='susan', password=NEW_PASSWORD) == (302, '/index')
 
 
+@pytest.mark.deployment
+@with_ci_services
 def test_one_machine(deployment, smtp_server):
     port = free_port()
     block = adapted(
@@ -258,6 +258,8 @@ def redis_database():
     connection.close()
 
 
+@pytest.mark.deployment
+@with_ci_services
 def test_several_machines(deployment, smtp_server, postgres_names, redis_database):
     server = sa.engine.make_url(TEST_DATABASE_URL)
     name = postgres_names
