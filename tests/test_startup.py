@@ -147,6 +147,7 @@ def test_flask_commands_work_out_of_the_box(checkout):
     status = flask(checkout, 'mail', 'status')
     assert status.returncode == 0, status.stderr
     assert 'pending  0' in status.stdout
+    assert 'server   not set (MAIL_SERVER)' in status.stdout  # not "None:25"
     for result in (help_text, upgrade, seed, status):
         assert 'Traceback' not in result.stderr
         assert 'Microblog startup' not in result.stdout + result.stderr

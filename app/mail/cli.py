@@ -28,6 +28,8 @@ mail_cli = AppGroup('mail', help='Email: test the server, watch and push the out
 
 def server_description(config):
     """``host:port (mode)`` of the configured SMTP server, as an admin would check it."""
+    if not config['MAIL_SERVER']:
+        return 'not set (MAIL_SERVER): messages wait in the outbox until it is'
     mode = 'SSL' if config['MAIL_USE_SSL'] else 'STARTTLS' if config['MAIL_USE_TLS'] else 'plain'
     login = f', as {config["MAIL_USERNAME"]}' if config['MAIL_USERNAME'] else ''
     return f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]} ({mode}{login})'
