@@ -399,4 +399,5 @@ def banner(app, host, port):
 def announce(app, key, message):
     """One line in the terminal for each message the sink keeps."""
     where = inbox_url(app, key) or key
-    click.echo(f'Mail to {message["To"]}: {message["Subject"]!r}  {where}')
+    recipients = ', '.join(message.get_all('Delivered-To') or []) or message['To']
+    click.echo(f'Mail to {recipients}: {message["Subject"]!r}  {where}')
