@@ -477,8 +477,11 @@ def test_the_429_page_says_how_long_to_wait(make_app):
         (59, '59 seconds'),
         (60, '1 minute'),
         (61, '2 minutes'),
+        (3540, '59 minutes'),
+        (3541, '1 hour'),
         (3600, '1 hour'),
-        (3601, '1 hour'), (5400, '2 hours'),
+        (3601, '1 hour'),
+        (5400, '2 hours'),
         (7200, '2 hours'),
     ],
 )

@@ -39,7 +39,7 @@ def describe_wait(seconds):
     """A wait in words: "40 seconds", "1 minute", "12 minutes" (rounded up), "2 hours" (nearest)."""
     if seconds < 60:
         count, unit = seconds, 'second'
-    elif seconds < 3600:
+    elif math.ceil(seconds / 60) < 60:
         count, unit = math.ceil(seconds / 60), 'minute'
     else:
         # An hour's window read a second later is still "1 hour", not "2 hours".

@@ -5,7 +5,9 @@ import uuid
 
 import pytest
 
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS
 from tests.browser.test_journeys import login, register
+from tests.liveserver import LiveServer
 
 WIDTHS = [1280, 390]
 ERROR_RED = 'rgb(180, 35, 24)'  # --error in style.css
@@ -171,5 +173,69 @@ def test_the_inbox_shows_the_reset_email_and_its_link_works(browser, dev_site, c
             page.wait_for_url('**/reset_password')
             assert page.get_by_role('heading', name='Reset Your Password').is_visible()
             camera.shoot(page, f'reset-form-{width}')
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope='module')
+def deployment_over_http(tmp_path_factory):
+    """gunicorn as deployed (https by default, login limited), reached over plain http."""
+    folder = tmp_path_factory.mktemp('plain-http')
+    site = LiveServer(
+        folder / 'server.log',
+        DATABASE_URL=f'sqlite:///{folder / "app.db"}',
+        RATELIMIT_LOGIN_PER_ADDRESS='1 per hour',
+    )
+    site.settings['SERVER_NAME'] = f'microblog.test:{site.port}'  # not this machine: https
+    site.upgrade().start()
+    yield site
+    site.stop()
+
+
+def test_a_deployment_over_plain_http_says_what_to_set(deployment_over_http, camera):
+    from playwright.sync_api import sync_playwright
+
+    site = deployment_over_http
+    # microblog.test is 127.0.0.1 to this browser, but not "this machine" as 127.0.0.1 is:
+    # it keeps Secure cookies to itself over http, as for any host on a network.
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*CHROMIUM_FLAGS, '--host-resolver-rules=MAP microblog.test 127.0.0.1'],
+        )
+        try:
+            for width in WIDTHS:
+                page = browser.new_page(
+                    base_url=f'http://microblog.test:{site.port}',
+                    viewport={'width': width, 'height': 800},
+                )
+                page.goto('/login')
+                login(page, 'susan', 'not-the-password')
+                page.get_by_role('heading', name='400 Bad Request').wait_for()
+                assert page.get_by_text('The CSRF session token is missing.').is_visible()
+                assert page.get_by_text('PREFERRED_URL_SCHEME=http').is_visible()
+                assert not page.evaluate(OVERFLOWS)
+                camera.shoot(page, f'csrf-over-http-{width}')
+                page.close()
+        finally:
+            browser.close()
+
+
+def test_the_429_page_says_how_long_to_wait(browser, deployment_over_http, camera):
+    for width in WIDTHS:
+        context = browser.new_context(
+            base_url=f'http://127.0.0.1:{deployment_over_http.port}',
+            viewport={'width': width, 'height': 800},
+        )
+        page = context.new_page()
+        try:
+            if width == WIDTHS[0]:  # the one attempt an hour allows
+                login(page, 'susan', 'not-the-password')
+                page.get_by_text('Invalid username or password').wait_for()
+            login(page, 'susan', 'not-the-password')
+            page.get_by_role('heading', name='Too many requests').wait_for()
+            assert page.get_by_text('Please wait 1 hour and try again.').is_visible()
+            camera.shoot(page, f'429-{width}')
         finally:
             context.close()
