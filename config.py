@@ -224,6 +224,11 @@ def check_settings(config, debug):
         config['PREFERRED_URL_SCHEME'] = (
             'http' if is_this_machine(config['SERVER_NAME']) else 'https'
         )
+    elif config['PREFERRED_URL_SCHEME'] not in ('http', 'https'):
+        raise ConfigError(
+            f'PREFERRED_URL_SCHEME={config["PREFERRED_URL_SCHEME"]!r}: use https, or http '
+            'before HTTPS is set up.'
+        )
     # Cookies follow the scheme the site is served on: Secure over https, and plain
     # http (this machine, or PREFERRED_URL_SCHEME=http before HTTPS is set up) keeps
     # its forms working.

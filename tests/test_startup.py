@@ -69,6 +69,7 @@ def test_debug_mode_keeps_a_server_name_on_this_machine():
             'SECRET_KEY is the public development key',
         ),
         (True, {'MAIL_QUEUE': 'celery'}, "MAIL_QUEUE='celery': use thread, rq or none"),
+        (True, {'PREFERRED_URL_SCHEME': 'ftp'}, "PREFERRED_URL_SCHEME='ftp': use https"),
         (True, {'MAIL_USE_TLS': True, 'MAIL_USE_SSL': True}, 'MAIL_USE_TLS and MAIL_USE_SSL'),
     ],
 )
