@@ -17,24 +17,27 @@ venv: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Microblog needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	@echo "Installing Microblog's dependencies into $(VENV)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
 
-# Serve the app in debug mode with a local SMTP server that prints every email,
-# so that "Forgot your password?" works with nothing to configure.
+# Serve the app in debug mode under a local SMTP server that keeps every email
+# (read them at /_mail), so that "Forgot your password?" works with nothing to set.
+# Other ports: make run PORT=5001 MAIL_PORT=8026. The sink runs the app and stops
+# with it (Ctrl-C); a taken port stops it at once, with a line saying so.
+DEV_SETTINGS := FLASK_DEBUG=1 SERVER_NAME=$(HOST):$(PORT) PREFERRED_URL_SCHEME=http MAIL_POLL_INTERVAL=1 \
+	MAIL_SERVER=$(HOST) MAIL_PORT=$(MAIL_PORT) MAIL_USE_TLS=false MAIL_USE_SSL=false \
+	MAIL_USERNAME= MAIL_PASSWORD=
+
 run: venv
-	FLASK_DEBUG=1 $(BIN)/flask db upgrade
-	@echo "Microblog: http://$(HOST):$(PORT)   emails are printed below (SMTP on $(HOST):$(MAIL_PORT))"
-	FLASK_DEBUG=1 $(BIN)/flask mail sink --host $(HOST) --port $(MAIL_PORT) & sink=$$!; \
-	trap 'kill $$sink 2>/dev/null' EXIT INT TERM; \
-	FLASK_DEBUG=1 MAIL_SERVER=$(HOST) MAIL_PORT=$(MAIL_PORT) MAIL_USE_TLS=false MAIL_USE_SSL=false \
-	MAIL_USERNAME= MAIL_PASSWORD= SERVER_NAME=$(HOST):$(PORT) PREFERRED_URL_SCHEME=http \
+	@out=$$(FLASK_DEBUG=1 $(BIN)/flask db upgrade 2>&1) || { echo "$$out"; exit 1; }
+	@$(DEV_SETTINGS) $(BIN)/flask mail sink --host $(HOST) --port $(MAIL_PORT) -- \
 		$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 mail-sink: venv
-	FLASK_DEBUG=1 $(BIN)/flask mail sink --host $(HOST) --port $(MAIL_PORT)
+	@$(DEV_SETTINGS) $(BIN)/flask mail sink --host $(HOST) --port $(MAIL_PORT)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

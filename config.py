@@ -1,13 +1,38 @@
-"""Settings for Microblog, every one read from the environment with a safe default."""
+"""Settings for Microblog, every one read from the environment with a safe default.
 
+``Config`` reads them; ``check_settings`` fills in the defaults that depend on how the
+app runs (debug or not) and refuses, in one line, settings it must not start with.
+"""
+
+import ipaddress
 import os
+from urllib.parse import urlsplit
 
 from dotenv import load_dotenv
 
 basedir = os.path.abspath(os.path.dirname(__file__))
+
+
+class ConfigError(SystemExit):
+    """A setting Microblog refuses to start with; the message says what to set.
+
+    A SystemExit, so that `flask` commands and gunicorn stop with this one line
+    instead of a traceback, wherever the setting is read: here at import, or in
+    ``create_app``. Nothing catches it on the way out (it is no ``Exception``).
+    """
+
+    def __init__(self, message):
+        super().__init__(f'Microblog cannot start: {message}')
+        self.message = message
+
+
 load_dotenv(os.path.join(basedir, '.env'))
 
+# Public, so never a secret: used only in debug mode on this machine (see check_settings).
 DEV_SECRET_KEY = 'dev-only-secret-key-change-me-0123456789abcdef'
+MIN_SECRET_KEY_BYTES = 32
+MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
+DEVELOPMENT_SERVER_NAME = '127.0.0.1:5000'
 
 
 def env_bool(name, default=False):
@@ -20,8 +45,8 @@ def env_bool(name, default=False):
         return True
     if word in ('0', 'false', 'no', 'off'):
         return False
-    raise ValueError(
-        f'{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off'
+    raise ConfigError(
+        f'{name}={value!r} is not a boolean: use one of 1/0, true/false, yes/no, on/off.'
     )
 
 
@@ -33,7 +58,7 @@ def env_int(name, default):
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f'{name}={value!r} is not a whole number') from None
+        raise ConfigError(f'{name}={value!r} is not a whole number.') from None
 
 
 def env_list(name):
@@ -64,14 +89,15 @@ def sqlite_url(name):
 
 
 class Config:
-    SECRET_KEY = os.environ.get('SECRET_KEY') or DEV_SECRET_KEY
+    # None: the development key in debug mode on this machine, refused otherwise.
+    SECRET_KEY = os.environ.get('SECRET_KEY') or None
     # Old keys still accepted for sessions and reset links while a new key rolls out.
     SECRET_KEY_FALLBACKS = env_list('SECRET_KEY_FALLBACKS')
 
     # The public address of the site: links in emails are built from it, never
     # from the Host header of a request.
     SERVER_NAME = os.environ.get('SERVER_NAME') or None
-    # None means https, or http when the app runs in debug mode; create_app decides.
+    # None means http when SERVER_NAME is this machine (127.0.0.1, localhost), else https.
     PREFERRED_URL_SCHEME = os.environ.get('PREFERRED_URL_SCHEME') or None
     TRUSTED_HOSTS = env_list('TRUSTED_HOSTS') or None
     # How many proxies (nginx, a load balancer) stand in front of the app: their
@@ -88,6 +114,8 @@ class Config:
     POSTS_PER_PAGE = env_int('POSTS_PER_PAGE', 25)
     LOG_TO_STDOUT = env_bool('LOG_TO_STDOUT')
     ADMINS = env_list('ADMINS') or ['admin@example.com']
+    # Each kind of error is emailed to ADMINS at most once in this many seconds (per process).
+    ERROR_MAIL_INTERVAL = env_int('ERROR_MAIL_INTERVAL', 3600)
 
     MAIL_SERVER = os.environ.get('MAIL_SERVER') or None
     MAIL_PORT = env_int('MAIL_PORT', 25)
@@ -130,6 +158,16 @@ class Config:
 
     RATELIMIT_ENABLED = env_bool('RATELIMIT_ENABLED', True)
     RATELIMIT_STORAGE_URI = os.environ.get('RATELIMIT_STORAGE_URI') or 'memory://'
+    # When that storage (Redis) is unreachable, Flask-Limiter counts in this process's
+    # memory instead, says so in the log, and goes back to it once it answers again.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = env_bool('RATELIMIT_IN_MEMORY_FALLBACK_ENABLED', True)
+    # A Redis that hangs fails fast (and falls back) instead of holding up the page;
+    # its errors arrive as limits' StorageError.
+    RATELIMIT_STORAGE_OPTIONS = {
+        'socket_connect_timeout': 2,
+        'socket_timeout': 2,
+        'wrap_exceptions': True,
+    }
     RATELIMIT_RESET_PER_ADDRESS = os.environ.get('RATELIMIT_RESET_PER_ADDRESS') or '10 per hour'
     # Reset emails to one address asked for from one client address: a stranger asking
     # elsewhere never uses up the owner's (app.ratelimits).
@@ -154,7 +192,7 @@ class Config:
         os.environ.get('RATELIMIT_REGISTER_PER_ADDRESS') or '20 per hour'
     )
 
-    # None means "secure unless the app runs in debug mode"; create_app decides.
+    # None means "secure when the site is served over https" (PREFERRED_URL_SCHEME).
     SESSION_COOKIE_SECURE = (
         env_bool('SESSION_COOKIE_SECURE') if os.environ.get('SESSION_COOKIE_SECURE') else None
     )
@@ -167,3 +205,90 @@ class Config:
     REMEMBER_ME_LIFETIME = env_int('REMEMBER_ME_LIFETIME', 30 * 24 * 3600)
     # Error tracebacks and logs never carry SQL parameters (password hashes, addresses).
     SQLALCHEMY_ENGINE_OPTIONS = {'hide_parameters': True}
+
+
+def settings_of(config_class):
+    """The settings of a config class as a dict, as ``app.config.from_object`` reads them."""
+    return {name: getattr(config_class, name) for name in dir(config_class) if name.isupper()}
+
+
+def is_this_machine(server_name):
+    """Whether SERVER_NAME names this machine (127.0.0.1, ::1, localhost): development."""
+    host = urlsplit(f'//{server_name}').hostname or ''
+    if host == 'localhost' or host.endswith('.localhost'):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_settings(config, debug):
+    """Fill in the defaults that depend on how the app runs; refuse settings it must not run with.
+
+    The development defaults (the public development key, SERVER_NAME 127.0.0.1:5000,
+    http) apply only in debug mode, and only while nothing of a deployment is set: no
+    SECRET_KEY of its own and no SERVER_NAME off this machine. On a deployed machine
+    `.flaskenv` turns debug on for `flask` commands too (cron's `send-pending`, `db
+    upgrade`), and its SECRET_KEY or SERVER_NAME then makes them refuse what is missing,
+    so a link in an email is never built from a development host, scheme or key.
+    """
+    if config['MAIL_USE_TLS'] and config['MAIL_USE_SSL']:
+        raise ConfigError(
+            'MAIL_USE_TLS and MAIL_USE_SSL are both on. Use one: MAIL_USE_TLS=true with '
+            'port 587 (STARTTLS), or MAIL_USE_SSL=true with port 465 (TLS from the start).'
+        )
+    if config['MAIL_QUEUE'] not in ('thread', 'rq', 'none'):
+        raise ConfigError(f'MAIL_QUEUE={config["MAIL_QUEUE"]!r}: use thread, rq or none.')
+    if config.get('MAIL_DEFAULT_SENDER') is None:
+        config['MAIL_DEFAULT_SENDER'] = config['ADMINS'][0]
+
+    key = config.get('SECRET_KEY') or None
+    server_name = config.get('SERVER_NAME') or None
+    own_key = key is not None and key != DEV_SECRET_KEY
+    if debug and not own_key and (server_name is None or is_this_machine(server_name)):
+        config['SECRET_KEY'] = DEV_SECRET_KEY
+        config['SERVER_NAME'] = server_name or DEVELOPMENT_SERVER_NAME
+    else:
+        _check_secret_keys(key, config.get('SECRET_KEY_FALLBACKS') or [])
+        if server_name is None:
+            raise ConfigError(
+                'SERVER_NAME is not set. Set it to the public host name of the site (for '
+                'example SERVER_NAME=microblog.example.com): links in emails are built from it.'
+            )
+
+    if not config.get('PREFERRED_URL_SCHEME'):
+        config['PREFERRED_URL_SCHEME'] = (
+            'http' if is_this_machine(config['SERVER_NAME']) else 'https'
+        )
+    elif config['PREFERRED_URL_SCHEME'] not in ('http', 'https'):
+        raise ConfigError(
+            f'PREFERRED_URL_SCHEME={config["PREFERRED_URL_SCHEME"]!r}: use https, or http '
+            'before HTTPS is set up.'
+        )
+    # Cookies follow the scheme the site is served on: Secure over https, and plain
+    # http (this machine, or PREFERRED_URL_SCHEME=http before HTTPS is set up) keeps
+    # its forms working.
+    if config.get('SESSION_COOKIE_SECURE') is None:
+        config['SESSION_COOKIE_SECURE'] = config['PREFERRED_URL_SCHEME'] == 'https'
+    if config.get('REMEMBER_COOKIE_SECURE') is None:
+        config['REMEMBER_COOKIE_SECURE'] = config['SESSION_COOKIE_SECURE']
+    return config
+
+
+def _check_secret_keys(key, fallbacks):
+    make_one = f'Make one with {MAKE_A_KEY} and set SECRET_KEY=<it> in .env or the environment.'
+    if key is None:
+        raise ConfigError(f'SECRET_KEY is not set. {make_one}')
+    if key == DEV_SECRET_KEY:
+        raise ConfigError(f'SECRET_KEY is the public development key. {make_one}')
+    if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f'SECRET_KEY is {len(key.encode())} bytes long; it needs at least '
+            f'{MIN_SECRET_KEY_BYTES}. {make_one}'
+        )
+    if DEV_SECRET_KEY in fallbacks:
+        raise ConfigError(
+            'SECRET_KEY_FALLBACKS holds the public development key: remove it, or anyone '
+            'could sign sessions and reset links.'
+        )

@@ -44,7 +44,10 @@ from flask import after_this_request, current_app, render_template, request, url
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadData, URLSafeTimedSerializer
 from limits import parse_many
+from limits.errors import StorageError
+from limits.storage import MemoryStorage
 from limits.strategies import FixedWindowRateLimiter
+from redis.exceptions import RedisError
 
 from app import limiter
 from app.addresses import lookup_key
@@ -77,20 +80,33 @@ class Counters:
         self.strategy = FixedWindowRateLimiter(limiter.storage)
         self.taken = []
 
+    def _hit(self, item, namespace, key, cost=1):
+        try:
+            return self.strategy.hit(item, namespace, key, cost=cost)
+        except (StorageError, RedisError, OSError) as exc:
+            # The shared storage (Redis) stopped: count in this process until it is
+            # back, as Flask-Limiter's own fallback does, rather than answer with a 500.
+            current_app.logger.warning('Rate limit storage unavailable (%s): counting here', exc)
+            self.strategy = FixedWindowRateLimiter(_FALLBACK_STORAGE)
+            return self.strategy.hit(item, namespace, key, cost=cost)
+
     def take(self, setting, namespace, *parts):
         """Count one more; False when that goes past any of the limits in ``setting``."""
         key = _key(*parts)
         allowed = True
         for item in parse_many(current_app.config[setting]):
             self.taken.append((item, namespace, key))
-            allowed = self.strategy.hit(item, namespace, key) and allowed
+            allowed = self._hit(item, namespace, key) and allowed
         return allowed
 
     def give_back(self):
         """Take back every count this object took."""
         for item, namespace, key in self.taken:
-            self.strategy.hit(item, namespace, key, cost=-1)
+            self._hit(item, namespace, key, cost=-1)
         self.taken = []
+
+
+_FALLBACK_STORAGE = MemoryStorage()
 
 
 # Device cookies

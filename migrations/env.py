@@ -10,8 +10,8 @@ from alembic import context
 config = context.config
 
 # Interpret the config file for Python logging.
-# This line sets up loggers basically.
-# Leave the loggers configured before alone (the app's own, in the same process).
+# This line sets up loggers basically. The loggers that exist already (the app's,
+# Flask-Limiter's) stay on: an upgrade run inside a process must not silence them.
 fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from app import create_app, db, mailer
 from app.models import User
 from config import Config
+from tests.tls import make_certificate
 
 TEST_DATABASE_URL = os.environ.get('TEST_DATABASE_URL')
 TEST_REDIS_URL = os.environ.get('TEST_REDIS_URL')
@@ -190,6 +191,22 @@ def sign_in_as(client, user, remember=False):
         session['_fresh'] = True
         session.permanent = remember
     return client
+
+
+@pytest.fixture(scope='session')
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (made with openssl), for TLS mail servers."""
+    made = make_certificate(tmp_path_factory.mktemp('tls'))
+    if made is None:
+        pytest.skip('openssl is not installed: no certificate for the TLS tests')
+    return made
+
+
+@pytest.fixture
+def trusted_certificate(certificate, monkeypatch):
+    """The test certificate, trusted by this process's TLS clients (as a real CA's would be)."""
+    monkeypatch.setenv('SSL_CERT_FILE', str(certificate.cert))
+    return certificate
 
 
 def links_in(text):

@@ -39,6 +39,7 @@ class RecordingHandler:
         self.data_attempts = 0
         self.script = []
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         with self.lock:
@@ -54,23 +55,47 @@ class RecordingHandler:
                 return answer
             message = email.message_from_bytes(envelope.content, policy=email.policy.default)
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+            self.arrived.notify_all()
         return answer
 
 
 class MailServer:
-    """An aiosmtpd server on 127.0.0.1; start() and stop() may be called more than once."""
+    """An aiosmtpd server on 127.0.0.1; start() and stop() may be called more than once.
 
-    def __init__(self, port=None):
+    ``ssl_context`` makes it speak TLS from the first byte (as on port 465); other
+    keywords go to aiosmtpd's SMTP (``tls_context`` for STARTTLS, ``authenticator``).
+    """
+
+    def __init__(self, port=None, ssl_context=None, **smtp_options):
         self.port = port or free_port()
         self.handler = RecordingHandler()
         self.controller = None
+        self.ssl_context = ssl_context
+        self.smtp_options = smtp_options
 
     @property
     def messages(self):
         return self.handler.messages
 
+    def wait_for(self, wanted, timeout=30):
+        """The first message for which ``wanted(received)`` is true, waiting for it to arrive."""
+        handler = self.handler
+        with handler.arrived:
+            found = handler.arrived.wait_for(
+                lambda: next((m for m in handler.messages if wanted(m)), None), timeout
+            )
+        if found is None:
+            raise AssertionError(f'no such message arrived in {timeout} s')
+        return found
+
     def start(self):
-        self.controller = Controller(self.handler, hostname='127.0.0.1', port=self.port)
+        self.controller = Controller(
+            self.handler,
+            hostname='127.0.0.1',
+            port=self.port,
+            ssl_context=self.ssl_context,
+            **self.smtp_options,
+        )
         self.controller.start()
         return self
 
@@ -78,6 +103,19 @@ class MailServer:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+def accept_login(username, password):
+    """An aiosmtpd authenticator that accepts this one login and refuses every other."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and auth_data == LoginPassword(
+            username.encode(), password.encode()
+        )
+        return AuthResult(success=ok, handled=False)
+
+    return authenticate
 
 
 class HangUpServer:

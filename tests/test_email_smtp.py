@@ -9,7 +9,7 @@ import config
 from app import create_app
 from app.mail.smtp import SMTPConnection
 from tests.conftest import TestConfig
-from tests.mailserver import MailServer, free_port
+from tests.mailserver import MailServer, accept_login, free_port
 
 
 @pytest.fixture
@@ -65,6 +65,103 @@ def test_mail_test_command_says_why_it_cannot_connect(make_app):
     assert 'ConnectionRefusedError' in result.output
 
 
+def mail_test(app):
+    """Run `flask mail test admin@example.com`; the result and its lines of hint."""
+    result = app.test_cli_runner().invoke(args=['mail', 'test', 'admin@example.com'])
+    hints = [line for line in result.output.splitlines() if line.startswith('Hint: ')]
+    return result, hints
+
+
+def sending_app(make_app, server, **settings):
+    """An app that really sends to ``server``, with ``settings``."""
+    return make_app(
+        MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=server.port, **settings
+    )
+
+
+def test_mail_test_without_a_server_says_what_to_set(make_app):
+    result, hints = mail_test(make_app(MAIL_SERVER=None))
+    assert result.exit_code == 1
+    assert 'MAIL_SERVER is not set' in result.output
+    assert 'None:25' not in result.output
+    assert hints == [
+        'Hint: set MAIL_SERVER and MAIL_PORT (see "Sending real email" in README.md), or run '
+        '`flask mail sink` and set MAIL_SERVER=127.0.0.1 MAIL_PORT=8025.'
+    ]
+
+
+def test_mail_test_on_a_tls_port_with_starttls_says_use_ssl(make_app, certificate):
+    # Port 465 (TLS from the first byte) with MAIL_USE_TLS: the greeting never comes.
+    server = MailServer(ssl_context=certificate.server_context()).start()
+    try:
+        app = sending_app(make_app, server, MAIL_USE_TLS=True, MAIL_TIMEOUT=1)
+        result, [hint] = mail_test(app)
+    finally:
+        server.stop()
+    assert result.exit_code == 1
+    assert 'set MAIL_USE_SSL=true and MAIL_USE_TLS=false' in hint
+
+
+def test_mail_test_on_a_starttls_port_with_ssl_says_use_tls(make_app, smtp_server):
+    # Port 587 (STARTTLS) with MAIL_USE_SSL: the server answers in plain text.
+    result, [hint] = mail_test(sending_app(make_app, smtp_server, MAIL_USE_SSL=True))
+    assert result.exit_code == 1
+    assert 'does not speak TLS from the first byte' in hint
+    assert 'set MAIL_USE_TLS=true and MAIL_USE_SSL=false' in hint
+
+
+def test_mail_test_with_a_refused_login_says_check_the_login(make_app):
+    server = MailServer(
+        authenticator=accept_login('microblog@example.com', 'the-right-password'),
+        auth_require_tls=False,
+    ).start()
+    try:
+        app = sending_app(
+            make_app,
+            server,
+            MAIL_USERNAME='microblog@example.com',
+            MAIL_PASSWORD='a-wrong-password',
+        )
+        result, [hint] = mail_test(app)
+    finally:
+        server.stop()
+    assert result.exit_code == 1
+    assert 'refused the login of MAIL_USERNAME=microblog@example.com' in hint
+    assert 'check MAIL_USERNAME and MAIL_PASSWORD' in hint
+    assert server.messages == []
+
+
+def test_mail_test_with_a_certificate_that_does_not_verify_says_why(make_app, certificate):
+    server = MailServer(tls_context=certificate.server_context(), require_starttls=True).start()
+    try:
+        result, [hint] = mail_test(sending_app(make_app, server, MAIL_USE_TLS=True))
+    finally:
+        server.stop()
+    assert result.exit_code == 1
+    assert f'the certificate of 127.0.0.1:{server.port} does not verify' in hint
+    assert 'set MAIL_SERVER to the host name the certificate is for' in hint
+
+
+def test_mail_test_over_starttls_with_a_trusted_certificate_sends(make_app, trusted_certificate):
+    server = MailServer(
+        tls_context=trusted_certificate.server_context(), require_starttls=True
+    ).start()
+    try:
+        result, hints = mail_test(sending_app(make_app, server, MAIL_USE_TLS=True))
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert hints == []
+    assert [received.rcpt_tos for received in server.messages] == [['admin@example.com']]
+
+
+def test_mail_test_with_nothing_listening_says_check_the_port(make_app):
+    port = free_port()
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    result, [hint] = mail_test(app)
+    assert f'nothing accepts connections at 127.0.0.1:{port}' in hint
+
+
 def test_smtp_connection_has_a_timeout(smtp_app, smtp_server):
     with smtp_app.app_context(), SMTPConnection(smtp_app.extensions['mail']) as connection:
         assert connection.host.sock.gettimeout() == smtp_app.config['MAIL_TIMEOUT']
@@ -111,31 +208,14 @@ def test_boolean_settings_parse_strictly(monkeypatch, value, expected):
 
 def test_a_boolean_setting_that_is_not_one_is_an_error(monkeypatch):
     monkeypatch.setenv('MAIL_USE_TLS', 'maybe')
-    with pytest.raises(ValueError, match='MAIL_USE_TLS'):
+    with pytest.raises(config.ConfigError, match='MAIL_USE_TLS'):
         config.env_bool('MAIL_USE_TLS')
 
 
 def test_tls_and_ssl_together_refuse_to_start(database_url):
     settings = type('Both', (TestConfig,), {'MAIL_USE_TLS': True, 'MAIL_USE_SSL': True})
     settings.SQLALCHEMY_DATABASE_URI = database_url
-    with pytest.raises(RuntimeError, match='MAIL_USE_TLS and MAIL_USE_SSL are both on'):
-        create_app(settings)
-
-
-def production_config(database_url, **overrides):
-    values = {'TESTING': False, 'SQLALCHEMY_DATABASE_URI': database_url, **overrides}
-    return type('Production', (TestConfig,), values)
-
-
-def test_production_refuses_the_development_secret_key(database_url):
-    settings = production_config(database_url, SECRET_KEY=config.DEV_SECRET_KEY)
-    with pytest.raises(RuntimeError, match='SECRET_KEY is not set.*secrets.token_hex'):
-        create_app(settings)
-
-
-def test_production_refuses_to_start_without_server_name(database_url):
-    settings = production_config(database_url, SERVER_NAME=None)
-    with pytest.raises(RuntimeError, match='SERVER_NAME is not set'):
+    with pytest.raises(config.ConfigError, match='MAIL_USE_TLS and MAIL_USE_SSL are both on'):
         create_app(settings)
 
 

@@ -45,7 +45,7 @@ def become(client, state):
 
 
 def flashes(client):
-    return re.findall(r'<p class="flash">(.*?)</p>', client.get('/login').text)
+    return re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', client.get('/login').text)
 
 
 # Tokens and paths

@@ -1,5 +1,6 @@
 """Every page as a user sees it: what it shows, where it sends you, what it says to bad input."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -7,6 +8,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.avatars import avatar_digest
+from app.errors.handlers import describe_wait
 from app.models import Post, User, utcnow
 from tests.conftest import PASSWORD
 
@@ -97,12 +99,35 @@ def test_login_and_logout(client, make_user, auth):
     make_user('susan')
     response = auth.login()
     assert response.headers['Location'] == '/index'
-    assert 'Hi, susan!' in client.get('/index').text
+    assert 'Hi, <span class="username">susan</span>!' in client.get('/index').text
     assert client.get('/logout').status_code == 200  # a page asking to confirm
     assert client.get('/index').status_code == 200  # still logged in
     response = auth.logout()
-    assert response.headers['Location'] == '/index'
+    assert response.headers['Location'] == '/login'
     assert client.get('/index').status_code == 302
+
+
+def test_logging_out_says_one_thing(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    page = client.get(auth.logout().headers['Location']).text
+    assert flashes(page) == [('info', 'You have been logged out.')]
+
+
+def flashes(page):
+    """The messages flashed on a page, with their kind (success, error or info)."""
+    return re.findall(r'<p class="flash flash-(\w+)" role="\w+">([^<]*)</p>', page)
+
+
+def test_errors_and_successes_look_different(client, make_user, auth):
+    page = client.get(register(client).headers['Location']).text
+    assert flashes(page) == [('success', 'Congratulations, you are now a registered user!')]
+    assert flashes(auth.login(password='not-the-password').text) == [
+        ('error', 'Invalid username or password')
+    ]
+    assert '<p class="flash flash-error" role="alert">' in auth.login(password='x').text
+    page = client.get(client.get('/index').headers['Location']).text
+    assert flashes(page) == [('info', 'Please log in to access this page.')]
 
 
 def test_login_is_case_insensitive_on_username(client, make_user, auth):
@@ -260,9 +285,11 @@ def test_profile_page(client, make_user, auth):
     make_user('john')
     auth.login('john')
     page = client.get('/user/susan').text
-    assert 'User: susan' in page
+    assert 'User: <span class="username">susan</span>' in page
     assert 'I like &lt;b&gt;cats&lt;/b&gt;' in page
-    assert 'Last seen on' in page
+    seen = re.search(r'Last seen <time datetime="([^"]+)" data-relative>on ([^<]+)</time>', page)
+    assert seen[1].endswith('+00:00')  # scripts turn it into "5 minutes ago" in local time
+    assert re.fullmatch(r'\d{4}-\d\d-\d\d \d\d:\d\d UTC', seen[2])
     assert '0 followers, 0 following.' in page
     assert 'a post of susan' in page
     assert f'src="/avatar/{avatar_digest(susan.id)}.svg"' in page
@@ -284,7 +311,7 @@ def test_follow_and_unfollow(client, make_user, auth):
     assert response.headers['Location'] == '/user/john'
     page = client.get('/user/john').text
     assert 'You are following john!' in page
-    assert '1 followers, 0 following.' in page
+    assert '1 follower, 0 following.' in page
     assert 'value="Unfollow"' in page
     assert susan.is_following(john)
 
@@ -395,3 +422,72 @@ def test_405_page_is_clean(client):
     response = client.delete('/login')
     assert response.status_code == 405
     assert 'Method Not Allowed' in response.text
+
+
+def test_explore_is_headed_explore(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    page = client.get('/explore').text
+    assert '<h1>Explore</h1>' in page
+    assert 'Hi, ' not in page
+    assert 'Hi, <span class="username">susan</span>!' in client.get('/index').text
+
+
+def test_the_post_box_says_its_limit_and_counts_down_with_a_local_script(client, make_user, auth):
+    make_user('susan')
+    auth.login()
+    page = client.get('/index').text
+    box = re.search(r'<textarea[^>]*>', page)[0]
+    assert 'maxlength="140"' in box
+    assert 'data-counter="post-count"' in box
+    assert 'aria-describedby="post-count"' in box
+    # Without scripts the limit is still said, and the browser keeps to it.
+    assert '<p class="hint counter" id="post-count">Up to 140 characters.</p>' in page
+    assert '<script src="/static/app.js" defer></script>' in page
+    with client.get('/static/app.js') as script:
+        assert script.status_code == 200
+        assert 'characters left' in script.text and 'data-relative' in script.text
+
+
+def test_post_times_are_utc_and_marked_for_the_relative_time_script(client, make_user, auth):
+    susan = make_user('susan')
+    db.session.add(Post(body='hello', author=susan))
+    db.session.commit()
+    auth.login()
+    page = client.get('/explore').text
+    time = re.search(r'<time datetime="([^"]+)" data-relative>([^<]+)</time>', page)
+    assert time[1].endswith('+00:00')
+    assert re.fullmatch(r'\d{4}-\d\d-\d\d \d\d:\d\d UTC', time[2])
+
+
+def test_the_429_page_says_how_long_to_wait(make_app):
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN_PER_ADDRESS='1 per hour')
+    client = app.test_client()
+    data = {'username': 'nobody', 'password': 'not-the-password'}
+    assert client.post('/login', data=data).status_code == 200
+    response = client.post('/login', data=data)
+    assert response.status_code == 429
+    seconds = int(response.headers['Retry-After'])
+    assert seconds > 0
+    wait = re.search(r'Please wait (\d+ \w+) and try again\.', response.text)
+    assert wait, response.text
+    assert wait[1] == describe_wait(seconds)
+
+
+@pytest.mark.parametrize(
+    ('seconds', 'words'),
+    [
+        (1, '1 second'),
+        (59, '59 seconds'),
+        (60, '1 minute'),
+        (61, '2 minutes'),
+        (3540, '59 minutes'),
+        (3541, '1 hour'),
+        (3600, '1 hour'),
+        (3601, '1 hour'),
+        (5400, '2 hours'),
+        (7200, '2 hours'),
+    ],
+)
+def test_waits_read_as_words(seconds, words):
+    assert describe_wait(seconds) == words

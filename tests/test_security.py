@@ -302,11 +302,6 @@ def test_trusted_hosts_refuse_other_hosts(make_app):
     assert forged.status_code == 400
 
 
-def test_production_refuses_to_start_without_a_public_address(make_app):
-    with pytest.raises(RuntimeError, match='SERVER_NAME is not set'):
-        make_app(TESTING=False, SERVER_NAME=None)
-
-
 def test_the_token_leaves_the_url(client, make_user):
     token = make_user('susan').get_reset_password_token()
     response = open_link(client, token)
@@ -402,6 +397,27 @@ def test_error_pages_carry_the_headers_too(make_app):
         assert satisfies_csp(response.text)
 
 
+@pytest.mark.parametrize(
+    ('secure_cookies', 'origin', 'explained'),
+    [
+        (True, f'http://{SITE}', True),  # the browser kept the HTTPS-only cookie to itself
+        (True, f'https://{SITE}', False),  # a form left open too long: nothing to set
+        (False, f'http://{SITE}', False),
+    ],
+)
+def test_a_form_over_plain_http_says_what_to_set(make_app, secure_cookies, origin, explained):
+    app = make_app(WTF_CSRF_ENABLED=True, SESSION_COOKIE_SECURE=secure_cookies)
+    form = app.test_client().get('/login').text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+    # The form comes back without its session cookie, as when the browser is on http://.
+    data = {'username': 'susan', 'password': 'x', 'csrf_token': token}
+    response = app.test_client().post('/login', data=data, headers={'Origin': origin})
+    assert response.status_code == 400
+    assert 'The CSRF session token is missing.' in response.text
+    assert ('set <code>PREFERRED_URL_SCHEME=http</code>' in response.text) is explained
+    assert (f'href="https://{SITE}/"' in response.text) is explained
+
+
 PAGE_TEMPLATES = sorted(
     path.relative_to(TEMPLATES).as_posix()
     for path in TEMPLATES.rglob('*.html')
@@ -460,9 +476,18 @@ def test_cookies_are_httponly_lax_and_secure_in_production(production_app):
 
 
 def test_debug_mode_sends_cookies_over_plain_http(make_app):
-    cookies = login_cookies(make_app(DEBUG=True, SESSION_COOKIE_SECURE=None))
-    assert '; HttpOnly' in cookies['session'] and '; SameSite=Lax' in cookies['session']
-    assert '; Secure' not in cookies['session']
+    development = make_app(
+        DEBUG=True,
+        SECRET_KEY=None,
+        SERVER_NAME=None,
+        PREFERRED_URL_SCHEME=None,
+        SESSION_COOKIE_SECURE=None,
+    )
+    assert development.config['PREFERRED_URL_SCHEME'] == 'http'
+    cookies = login_cookies(development)
+    for cookie in cookies.values():
+        assert '; HttpOnly' in cookie and '; Secure' not in cookie
+    assert '; SameSite=Lax' in cookies['session']
 
 
 # Accounts and sessions
@@ -634,7 +659,7 @@ def test_reset_emails_per_address_and_target_are_limited_silently(limited_app):
         for _ in range(4):
             client = client_from(limited_app, '198.51.100.1')
             response = client.post('/reset_password_request', data={'email': 'susan@example.com'})
-            flashed = re.findall(r'<p class="flash">(.*?)</p>', client.get('/login').text)
+            flashed = re.findall(r'<p class="flash[^"]*"[^>]*>(.*?)</p>', client.get('/login').text)
             seen.add((response.status_code, response.headers['Location'], tuple(flashed)))
         limited_app.extensions['mail_delivery'].flush()
     assert seen == {(302, '/login', (CHECK_EMAIL,))}

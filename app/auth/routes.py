@@ -81,7 +81,7 @@ def login():
             if not is_safe_next(next_page):
                 next_page = url_for('main.index')
             return redirect(next_page)
-        flash('Invalid username or password')
+        flash('Invalid username or password', 'error')
     return render_template('auth/login.html', title='Sign In', form=form)
 
 
@@ -91,7 +91,9 @@ def logout():
     if request.method == 'POST':
         if form.validate_on_submit():
             sign_out()
-            flash('You have been logged out.')
+            flash('You have been logged out.', 'info')
+            # Straight to the login page: the index would ask to log in, a second message.
+            return redirect(url_for('auth.login'))
         return redirect(url_for('main.index'))
     if not current_user.is_authenticated:
         return redirect(url_for('main.index'))
@@ -109,7 +111,7 @@ def register():
         user.set_password(form.password.data)
         db.session.add(user)
         if commit_or_explain(form):
-            flash('Congratulations, you are now a registered user!')
+            flash('Congratulations, you are now a registered user!', 'success')
             return redirect(url_for('auth.login'))
     return render_template('auth/register.html', title='Register', form=form)
 
@@ -127,7 +129,7 @@ def reset_password_request():
         if reset_email_allowed(address):  # per (client address, email): see app.ratelimits
             queue_password_reset_email(address)
             db.session.commit()
-        flash('Check your email for the instructions to reset your password')
+        flash('Check your email for the instructions to reset your password', 'info')
         return redirect(url_for('auth.login'))
     return render_template('auth/reset_password_request.html', title='Reset Password', form=form)
 
@@ -144,7 +146,7 @@ def reset_password(token):
         return redirect(url_for('main.index'))
     user = User.verify_reset_password_token(token)
     if user is None:
-        flash(INVALID_LINK)
+        flash(INVALID_LINK, 'error')
         return redirect(url_for('auth.reset_password_request'))
     current = reset_in_progress()
     form = ConfirmResetForm()
@@ -168,7 +170,7 @@ def reset_password_form():
     user = reset_in_progress()
     if user is None:
         end_reset()
-        flash(INVALID_LINK)
+        flash(INVALID_LINK, 'error')
         return redirect(url_for('auth.reset_password_request'))
     form = ResetPasswordForm(user)
     if form.validate_on_submit():
@@ -183,14 +185,14 @@ def reset_password_form():
         if changed != 1:
             db.session.rollback()
             end_reset()
-            flash(INVALID_LINK)
+            flash(INVALID_LINK, 'error')
             return redirect(url_for('auth.reset_password_request'))
         session.pop(RESET_KEY, None)
         end_all_sessions(user)  # this reset, and every session signed in as the user
         queue_password_changed_email(user)
         db.session.commit()  # the new password, the ended sessions and the notice together
         trust_this_browser(user)  # it has shown it reads the owner's email: app.ratelimits
-        flash('Your password has been reset.')
+        flash('Your password has been reset.', 'success')
         return redirect(url_for('auth.login'))
     return render_template(
         'auth/reset_password.html', title='Reset Password', form=form, account=user
@@ -204,7 +206,7 @@ def sessions():
     form = EndOtherSessionsForm()
     if form.validate_on_submit():
         count = end_other_sessions(current_user)
-        flash(f'Signed out of {count} other session{"" if count == 1 else "s"}.')
+        flash(f'Signed out of {count} other session{"" if count == 1 else "s"}.', 'success')
         return redirect(url_for('auth.sessions'))
     rows = sessions_of(current_user)
     return render_template(

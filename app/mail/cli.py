@@ -1,20 +1,25 @@
 """`flask mail`: test the server, see and push the outbox, run a worker, run a local sink."""
 
-import email
-import email.policy
+import errno
+import os
+import signal
 import smtplib
+import socket
+import ssl
+import subprocess
 import sys
 import threading
 
 import click
 import sqlalchemy as sa
-from flask import current_app, render_template
+from flask import current_app, render_template, url_for
 from flask.cli import AppGroup
 from flask_mail import Message
 
 from app import db
 from app.addresses import UndeliverableAddressError, smtp_address, smtp_sender
 from app.mail.outbox import deliver_pending, next_retry_at
+from app.mail.sink import MailSink, sink_folder
 from app.mail.smtp import SMTPConnection
 from app.models import OutboundEmail, utcnow
 
@@ -23,6 +28,8 @@ mail_cli = AppGroup('mail', help='Email: test the server, watch and push the out
 
 def server_description(config):
     """``host:port (mode)`` of the configured SMTP server, as an admin would check it."""
+    if not config['MAIL_SERVER']:
+        return 'not set (MAIL_SERVER): messages wait in the outbox until it is'
     mode = 'SSL' if config['MAIL_USE_SSL'] else 'STARTTLS' if config['MAIL_USE_TLS'] else 'plain'
     login = f', as {config["MAIL_USERNAME"]}' if config['MAIL_USERNAME'] else ''
     return f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]} ({mode}{login})'
@@ -33,6 +40,12 @@ def server_description(config):
 def mail_test(address):
     """Send a test message now and print the whole SMTP conversation."""
     config = current_app.config
+    if not config['MAIL_SERVER']:
+        raise click.ClickException(
+            'MAIL_SERVER is not set, so there is nowhere to send to.\n'
+            'Hint: set MAIL_SERVER and MAIL_PORT (see "Sending real email" in README.md), or '
+            'run `flask mail sink` and set MAIL_SERVER=127.0.0.1 MAIL_PORT=8025.'
+        )
     server = f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]}'
     click.echo(f'Connecting to {server_description(config)}, timeout {config["MAIL_TIMEOUT"]} s...')
     try:
@@ -53,21 +66,85 @@ def mail_test(address):
         with SMTPConnection(state) as connection:
             connection.send(message)
     except smtplib.SMTPResponseException as exc:
-        raise click.ClickException(
-            f'The server refused: {exc.smtp_code} {exc.smtp_error!r}'
-        ) from exc
+        error = f'The server refused: {exc.smtp_code} {exc.smtp_error!r}'
+        raise click.ClickException(with_hint(error, exc, config)) from exc
     except smtplib.SMTPRecipientsRefused as exc:
-        raise click.ClickException(f'The server refused the recipient: {exc.recipients}') from exc
+        error = f'The server refused the recipient: {exc.recipients}'
+        raise click.ClickException(with_hint(error, exc, config)) from exc
     except (smtplib.SMTPException, OSError) as exc:
-        raise click.ClickException(
-            f'Could not send through {server}: {type(exc).__name__}: {exc}'
-        ) from exc
+        error = f'Could not send through {server}: {type(exc).__name__}: {exc}'
+        raise click.ClickException(with_hint(error, exc, config)) from exc
     finally:
         state.debug = 0
     if state.suppress:
         click.echo('MAIL_SUPPRESS_SEND is on: the message was built but not sent.')
     else:
         click.echo(f'Sent: {server} accepted the message for {recipient}.')
+
+
+def with_hint(error, exc, config):
+    """The error, and on a line of its own what to change, when the error says it."""
+    hint = mail_hint(exc, config)
+    return f'{error}\nHint: {hint}' if hint else error
+
+
+def mail_hint(exc, config):
+    """One line saying which setting to change after ``exc``, or None when nothing tells."""
+    server = f'{config["MAIL_SERVER"]}:{config["MAIL_PORT"]}'
+    ssl_on, tls_on = config['MAIL_USE_SSL'], config['MAIL_USE_TLS']
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f'the certificate of {server} does not verify ({exc.verify_message}): set '
+            'MAIL_SERVER to the host name the certificate is for (not an IP address or an '
+            "alias), or have the server's certificate fixed."
+        )
+    if isinstance(exc, ssl.SSLError) and ssl_on:
+        return (
+            f'{server} does not speak TLS from the first byte: for port 587 (STARTTLS) '
+            'set MAIL_USE_TLS=true and MAIL_USE_SSL=false.'
+        )
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and 'timed out' in str(exc) and not ssl_on:
+        return (
+            f'{server} took the connection but said nothing in {config["MAIL_TIMEOUT"]} s: it '
+            'probably expects TLS from the first byte (port 465), so set MAIL_USE_SSL=true '
+            'and MAIL_USE_TLS=false.'
+        )
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return (
+            f'the server refused the login of MAIL_USERNAME={config["MAIL_USERNAME"]}: check '
+            'MAIL_USERNAME and MAIL_PASSWORD (Gmail needs an app password, not yours).'
+        )
+    if isinstance(exc, smtplib.SMTPNotSupportedError) and 'AUTH' in str(exc):
+        if not (ssl_on or tls_on):
+            return (
+                'the server offers no login on a plain connection: set MAIL_USE_TLS=true '
+                '(port 587) or MAIL_USE_SSL=true (port 465), or unset MAIL_USERNAME and '
+                'MAIL_PASSWORD if it needs none.'
+            )
+        return 'the server takes no login: unset MAIL_USERNAME and MAIL_PASSWORD.'
+    if isinstance(exc, smtplib.SMTPNotSupportedError) and 'STARTTLS' in str(exc):
+        return (
+            f'{server} offers no STARTTLS: use the port that does (587), or port 465 with '
+            'MAIL_USE_SSL=true and MAIL_USE_TLS=false.'
+        )
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return (
+            f'the server will not send from {config["MAIL_DEFAULT_SENDER"]}: set '
+            'MAIL_DEFAULT_SENDER to an address your account may send from.'
+        )
+    if isinstance(exc, socket.gaierror):
+        return f'MAIL_SERVER={config["MAIL_SERVER"]} is not a host name that resolves: check it.'
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f'nothing accepts connections at {server}: check MAIL_SERVER and MAIL_PORT '
+            '(587 with MAIL_USE_TLS, 465 with MAIL_USE_SSL).'
+        )
+    if isinstance(exc, TimeoutError):
+        return (
+            f'{server} did not answer in {config["MAIL_TIMEOUT"]} s: check MAIL_SERVER and '
+            'MAIL_PORT, and that a firewall lets the connection out.'
+        )
+    return None
 
 
 def _ago(delta):
@@ -221,43 +298,106 @@ def mail_worker(burst):
     worker.work(burst=burst, with_scheduler=True)
 
 
-@mail_cli.command('sink')
+@mail_cli.command('sink', context_settings={'ignore_unknown_options': True})
 @click.option('--host', default='127.0.0.1', show_default=True)
 @click.option('--port', default=8025, show_default=True, type=int)
-def mail_sink(host, port):
-    """A local debugging SMTP server that prints every message it receives."""
-    run_debugging_server(host, port)
+@click.argument('command', nargs=-1, type=click.UNPROCESSED)
+def mail_sink(host, port, command):
+    """A local SMTP server that keeps every message, for /_mail (debug) and any mail reader.
 
-
-class PrintingHandler:
-    """aiosmtpd handler that prints each message, both parts, to stdout."""
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        out = sys.stdout
-        out.write('-' * 72 + '\n')
-        out.write(f'From: {envelope.mail_from}\nTo: {", ".join(envelope.rcpt_tos)}\n')
-        out.write(f'Subject: {message["subject"]}\n\n')
-        for part in message.walk():
-            if part.get_content_maintype() == 'multipart':
-                continue
-            out.write(f'[{part.get_content_type()}]\n{part.get_content()}\n')
-        out.write('-' * 72 + '\n')
-        out.flush()
-        return '250 Message accepted for delivery'
-
-
-def run_debugging_server(host, port):
-    """Serve the printing SMTP sink until interrupted."""
-    from aiosmtpd.controller import Controller
-
-    controller = Controller(PrintingHandler(), hostname=host, port=port)
-    controller.start()
-    click.echo(f'Debugging SMTP server on {host}:{port}; every message is printed here.')
-    stop = threading.Event()
+    With a COMMAND (after --), run it while the sink serves and stop with it:
+    `make run` runs `flask mail sink -- flask run`, so the inbox outlives restarts
+    of the app and ends with the sink.
+    """
+    app = current_app._get_current_object()
+    folder = sink_folder(app, port)
+    sink = MailSink(host, port, folder, announce=lambda key, message: announce(app, key, message))
     try:
-        stop.wait()
+        sink.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f'{host}:{port} is taken (another mail sink?): stop what uses it, or choose '
+                f'another port, as in `flask mail sink --port {port + 1}` or '
+                f'`make run MAIL_PORT={port + 1}`.'
+            ) from None
+        raise click.ClickException(f'The mail sink cannot listen on {host}:{port}: {exc}') from None
+    # SIGTERM ends the sink as Ctrl-C does: the folder is removed either way.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if command:
+            click.echo(banner(app, host, port))
+            code = run_while_serving(command)
+        else:
+            click.echo(
+                f'Mail sink on {host}:{port}: it keeps every message in {folder} '
+                f'(read them at {inbox_url(app) or "/_mail, in debug mode"}) until it stops.'
+            )
+            code = wait_for_interrupt()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sink.stop()
+    sys.exit(code)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def wait_for_interrupt():
+    """Block until Ctrl-C or SIGTERM; the exit status."""
+    try:
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
-    finally:
-        controller.stop()
+    return 0
+
+
+def run_while_serving(command):
+    """Run ``command`` in a process group of its own; pass on Ctrl-C or SIGTERM; its status."""
+    child = subprocess.Popen(command, process_group=0)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # The app's group did not get the terminal's signal: hand it on (to the
+        # reloader and the server it runs), and wait for them to finish.
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(CHILD_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        return 0
+
+
+CHILD_STOP_TIMEOUT = 15  # seconds the app gets to stop before it is killed
+
+
+def inbox_url(app, key=None):
+    """The address of the debug inbox (or of one message), or None outside debug mode."""
+    if 'devmail' not in app.blueprints:
+        return None
+    with app.app_context():
+        if key is None:
+            return url_for('devmail.inbox', _external=True)
+        return url_for('devmail.message', key=key, _external=True)
+
+
+def banner(app, host, port):
+    """What `make run` shows once the sink listens: where the site and its emails are."""
+    site = f'{app.config["PREFERRED_URL_SCHEME"]}://{app.config["SERVER_NAME"]}/'
+    lines = [f'  Microblog        {site}']
+    inbox = inbox_url(app)
+    if inbox:
+        lines.append(f'  Its emails       {inbox}')
+    lines.append(f'  Mail sink        {host}:{port} (keeps every message until it stops)')
+    lines.append('  Stop both with Ctrl-C.')
+    rule = '-' * max(len(line) for line in lines)
+    return '\n'.join([rule, *lines, rule])
+
+
+def announce(app, key, message):
+    """One line in the terminal for each message the sink keeps."""
+    where = inbox_url(app, key) or key
+    recipients = ', '.join(message.get_all('Delivered-To') or []) or message['To']
+    click.echo(f'Mail to {recipients}: {message["Subject"]!r}  {where}')

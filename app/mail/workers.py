@@ -16,7 +16,6 @@ import random
 import threading
 from datetime import UTC, datetime
 
-import click
 import sqlalchemy as sa
 from flask import current_app, has_app_context
 
@@ -249,13 +248,8 @@ class MailDelivery:
     backends = {'thread': ThreadBackend, 'rq': RQBackend, 'none': ManualBackend}
 
     def init_app(self, app):
-        backend = self.backends[app.config['MAIL_QUEUE']](app)
-        app.extensions['mail_delivery'] = backend
-        # Servers that have no start hook (see gunicorn.conf.py) start the worker
-        # on their first request; it then picks up whatever an earlier process left.
-        app.before_request(backend.start)
-        if _serving_with_flask_run():
-            backend.start()
+        """Bind the backend; a process that serves starts it (see ``app.start_serving``)."""
+        app.extensions['mail_delivery'] = self.backends[app.config['MAIL_QUEUE']](app)
 
     @property
     def backend(self):
@@ -268,12 +262,6 @@ class MailDelivery:
     def flush(self, timeout=30):
         """Wait for a whole delivery pass (thread backend; nothing to wait for otherwise)."""
         self.backend.flush(timeout)
-
-
-def _serving_with_flask_run():
-    """Whether this process was started by `flask run`, to serve (not by another command)."""
-    context = click.get_current_context(silent=True)
-    return context is not None and context.info_name == 'run'
 
 
 @sa.event.listens_for(db.session, 'after_commit')

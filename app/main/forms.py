@@ -4,6 +4,8 @@ from wtforms.validators import DataRequired, Length, ValidationError
 
 from app.auth.forms import username_field, username_taken
 
+POST_MAX_LENGTH = 140
+
 
 class EditProfileForm(FlaskForm):
     username = username_field()
@@ -26,5 +28,10 @@ class EmptyForm(FlaskForm):
 
 
 class PostForm(FlaskForm):
-    post = TextAreaField('Say something', validators=[DataRequired(), Length(min=1, max=140)])
+    post = TextAreaField(
+        'Say something',
+        validators=[DataRequired(), Length(min=1, max=POST_MAX_LENGTH)],
+        # The browser stops at the limit, and app.js counts down to it.
+        render_kw={'maxlength': POST_MAX_LENGTH},
+    )
     submit = SubmitField('Submit')

@@ -1,3 +1,5 @@
+from datetime import UTC
+
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import (
@@ -18,6 +20,14 @@ from app.avatars import DIGEST_PATTERN, avatar_svg
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, PostForm
 from app.models import Post, User
+
+
+@bp.app_template_filter('utc_iso')
+def utc_iso(moment):
+    """An ISO 8601 time that says it is UTC (SQLite gives it back without its zone)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
 
 
 class PostPage:
@@ -117,7 +127,7 @@ def index():
         post = Post(body=form.post.data.strip(), author=current_user)
         db.session.add(post)
         db.session.commit()
-        flash('Your post is now live!')
+        flash('Your post is now live!', 'success')
         return redirect(url_for('main.index'))
     page = paginate_posts(current_user.following_posts())
     newer_url, older_url = page_links('main.index', page)
@@ -183,7 +193,7 @@ def edit_profile():
         current_user.username = form.username.data
         current_user.about_me = form.about_me.data
         if commit_or_explain(form):
-            flash('Your changes have been saved.')
+            flash('Your changes have been saved.', 'success')
             return redirect(url_for('main.edit_profile'))
     elif request.method == 'GET':
         form.username.data = current_user.username
@@ -198,10 +208,10 @@ def change_following(username, follow):
         return redirect(url_for('main.index'))
     user = db.session.scalar(sa.select(User).where(User.username == username))
     if user is None:
-        flash(f'User {username} not found.')
+        flash(f'User {username} not found.', 'error')
         return redirect(url_for('main.index'))
     if user == current_user:
-        flash('You cannot follow yourself!' if follow else 'You cannot unfollow yourself!')
+        flash('You cannot follow yourself!' if follow else 'You cannot unfollow yourself!', 'error')
         return redirect(url_for('main.user', username=username))
     if follow:
         current_user.follow(user)
@@ -210,7 +220,7 @@ def change_following(username, follow):
         current_user.unfollow(user)
         message = f'You are not following {username}.'
     db.session.commit()
-    flash(message)
+    flash(message, 'success')
     return redirect(url_for('main.user', username=username))
 
 

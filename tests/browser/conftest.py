@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkout import fresh_checkout
+from tests.liveserver import DevSite
 from tests.mailserver import MailServer, free_port
 
 CHROMIUM = '/usr/bin/chromium'
@@ -124,6 +126,15 @@ def live_server(tmp_path_factory, mail_server):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture(scope='session')
+def dev_site(tmp_path_factory):
+    """`make run` in a fresh clone: debug mode, the local mail sink and its inbox at /_mail."""
+    folder = tmp_path_factory.mktemp('dev')
+    site = DevSite(fresh_checkout(folder / 'microblog'), folder / 'make-run.log').start()
+    yield site
+    site.stop()
 
 
 @pytest.fixture(scope='session')
