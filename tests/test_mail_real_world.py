@@ -652,7 +652,7 @@ def test_a_server_refusing_our_login_or_sender_is_retried_not_failed(make_app, p
 
 
 def test_a_sender_address_mail_cannot_use_is_refused_at_start_up(make_app):
-    with pytest.raises(RuntimeError, match="MAIL_DEFAULT_SENDER='www-data@localhost' cannot be"):
+    with pytest.raises(SystemExit, match="MAIL_DEFAULT_SENDER='www-data@localhost' cannot be"):
         make_app(MAIL_DEFAULT_SENDER='www-data@localhost')
 
 

@@ -7,7 +7,6 @@ import urllib.request
 import pytest
 from limits.errors import StorageError
 
-from app.auth import routes as auth_routes
 from tests.liveserver import LiveServer
 from tests.redisserver import RedisServer, redis_server_missing
 
@@ -77,21 +76,18 @@ def test_pages_keep_working_when_redis_stops(tmp_path, redis_server):
     assert 'Exception on' not in log
 
 
-class StorageGoneMidway:
-    """A limiter whose storage fails after the page's own limit check passed."""
-
-    enabled = True
-
-    class limiter:  # noqa: N801 - stands in for Flask-Limiter's attribute
-        @staticmethod
-        def hit(*args, **kwargs):
-            raise StorageError(ConnectionError('Redis went away'))
-
-
-def test_a_reset_request_goes_through_when_redis_fails_between_two_checks(
-    app, monkeypatch, caplog
+def test_the_login_and_reset_counters_count_here_when_redis_fails_between_two_checks(
+    make_app, monkeypatch, caplog
 ):
-    monkeypatch.setattr(auth_routes, 'limiter', StorageGoneMidway)
-    with app.test_request_context('/reset_password_request', method='POST'):
-        assert auth_routes.reset_allowed_for('susan@example.com') is True
-    assert 'Per-email reset limit not counted' in caplog.text
+    from app import ratelimits
+
+    def storage_gone(*args, **kwargs):
+        raise StorageError(ConnectionError('Redis went away'))
+
+    app = make_app(RATELIMIT_ENABLED=True)
+    with app.test_request_context('/login', method='POST'):
+        counters = ratelimits.Counters()
+        monkeypatch.setattr(counters.strategy, 'hit', storage_gone)
+        assert counters.take('RATELIMIT_LOGIN_PER_USERNAME', 'test', 'susan') is True
+        counters.give_back()
+    assert 'Rate limit storage unavailable' in caplog.text
