@@ -147,6 +147,8 @@ def register(client, email, username='newcomer'):
         ('"quoted"@example.com', 'Quoting the part before the @-sign is not allowed'),
         ('a@' + 'b' * 64 + '.com', 'periods cannot be separated by so many characters'),
         ('susan@example.com\n', None),
+        # Long enough that the To header is folded onto two lines, which is allowed.
+        ('x' * 60 + '@' + 'y' * 40 + '.example.com', None),
         # NFC composes each e + combining accent into one character: 119 typed, 60 stored.
         ('e\u0301' * 0 + 'x@' + 'e\u0301' * 55 + '.com', None),
     ],
