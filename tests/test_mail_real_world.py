@@ -719,3 +719,13 @@ def test_a_request_for_an_unknown_address_costs_the_pass_what_a_known_one_does(m
     ]
     assert len(server.messages) == 1
     assert outbox_rows()[1].last_error == 'no account has this address'
+
+
+@pytest.mark.parametrize('command', [['status'], ['send-pending', '--now'], ['retry']])
+def test_mail_commands_before_the_first_upgrade_say_what_to_run(make_app, command):
+    app = make_app(create_tables=False)
+    result = app.test_cli_runner().invoke(args=['mail', *command])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        'Error: The database has no outbox yet: run `flask db upgrade` first.'
+    )

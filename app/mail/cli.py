@@ -159,9 +159,18 @@ def _ago(delta):
     return f'{seconds // 86400} days'
 
 
+def require_outbox():
+    """Stop with one line when the database has no outbox yet (a fresh checkout)."""
+    if not sa.inspect(db.engine).has_table(OutboundEmail.__tablename__):
+        raise click.ClickException(
+            'The database has no outbox yet: run `flask db upgrade` first.'
+        )
+
+
 @mail_cli.command('status')
 def mail_status():
     """Show the server and backend, the outbox by state, what waits longest, the last errors."""
+    require_outbox()
     config = current_app.config
     now = utcnow()
     click.echo(f'server   {server_description(config)}')
@@ -237,6 +246,7 @@ def _without_password(url):
 @click.option('--id', 'ids', type=int, multiple=True, help='Only these messages (repeatable).')
 def mail_retry(ids):
     """Put failed messages back in the queue, with a fresh count of attempts."""
+    require_outbox()
     query = (
         sa.update(OutboundEmail)
         .where(OutboundEmail.status == OutboundEmail.FAILED)
@@ -261,6 +271,7 @@ def mail_retry(ids):
 )
 def mail_send_pending(right_now):
     """Run one delivery pass here and now (for cron, or after a fix) and say what it did."""
+    require_outbox()
     now = utcnow()
     if right_now:
         count = db.session.execute(
