@@ -192,34 +192,31 @@ def deployment_over_http(tmp_path_factory):
     site.stop()
 
 
-def test_a_deployment_over_plain_http_says_what_to_set(deployment_over_http, camera):
-    from playwright.sync_api import sync_playwright
-
+def test_a_deployment_over_plain_http_says_what_to_set(browser, deployment_over_http, camera):
     site = deployment_over_http
     # microblog.test is 127.0.0.1 to this browser, but not "this machine" as 127.0.0.1 is:
     # it keeps Secure cookies to itself over http, as for any host on a network.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*CHROMIUM_FLAGS, '--host-resolver-rules=MAP microblog.test 127.0.0.1'],
-        )
-        try:
-            for width in WIDTHS:
-                page = browser.new_page(
-                    base_url=f'http://microblog.test:{site.port}',
-                    viewport={'width': width, 'height': 800},
-                )
-                page.goto('/login')
-                login(page, 'susan', 'not-the-password')
-                page.get_by_role('heading', name='400 Bad Request').wait_for()
-                assert page.get_by_text('The CSRF session token is missing.').is_visible()
-                assert page.get_by_text('PREFERRED_URL_SCHEME=http').is_visible()
-                assert not page.evaluate(OVERFLOWS)
-                camera.shoot(page, f'csrf-over-http-{width}')
-                page.close()
-        finally:
-            browser.close()
+    mapped = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[*CHROMIUM_FLAGS, '--host-resolver-rules=MAP microblog.test 127.0.0.1'],
+    )
+    try:
+        for width in WIDTHS:
+            page = mapped.new_page(
+                base_url=f'http://microblog.test:{site.port}',
+                viewport={'width': width, 'height': 800},
+            )
+            page.goto('/login')
+            login(page, 'susan', 'not-the-password')
+            page.get_by_role('heading', name='400 Bad Request').wait_for()
+            assert page.get_by_text('The CSRF session token is missing.').is_visible()
+            assert page.get_by_text('PREFERRED_URL_SCHEME=http').is_visible()
+            assert not page.evaluate(OVERFLOWS)
+            camera.shoot(page, f'csrf-over-http-{width}')
+            page.close()
+    finally:
+        mapped.close()
 
 
 def test_the_429_page_says_how_long_to_wait(browser, deployment_over_http, camera):
