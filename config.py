@@ -4,6 +4,7 @@
 app runs (debug or not) and refuses, in one line, settings it must not start with.
 """
 
+import hashlib
 import ipaddress
 import os
 from urllib.parse import urlsplit
@@ -152,6 +153,11 @@ class Config:
 
     RESET_PASSWORD_TOKEN_TTL = env_int('RESET_PASSWORD_TOKEN_TTL', 600)
 
+    # How passwords are hashed, as Werkzeug names it ('scrypt', 'scrypt:32768:8:1',
+    # 'pbkdf2:sha256:1000000'). Hashes made by another method still check, so changing it
+    # applies to each password as it is next set.
+    PASSWORD_HASH_METHOD = os.environ.get('PASSWORD_HASH_METHOD') or 'scrypt'
+
     # 'local': pictures the app draws from a keyed hash of the account id (nothing leaves
     # the site); 'gravatar': Gravatar's, by a hash of each email address.
     AVATARS = (os.environ.get('AVATARS') or 'local').strip().lower()
@@ -223,6 +229,25 @@ def is_this_machine(server_name):
         return False
 
 
+def _check_hash_method(method):
+    """Refuse a PASSWORD_HASH_METHOD Werkzeug would refuse at the first sign-up, without hashing."""
+    name, *numbers = str(method).split(':')
+    known = {'scrypt': 3, 'pbkdf2': 2}
+    if name == 'pbkdf2' and numbers:
+        digest, *numbers = numbers
+        if digest not in hashlib.algorithms_available:
+            numbers = ['bad']
+    if (
+        name not in known
+        or len(numbers) > known[name] - (name == 'pbkdf2')
+        or not all(n.isdigit() and int(n) > 0 for n in numbers)
+    ):
+        raise ConfigError(
+            f'PASSWORD_HASH_METHOD={method!r} is not a method Werkzeug knows. Use scrypt '
+            '(the default), scrypt:N:r:p, or pbkdf2:sha256:ITERATIONS.'
+        )
+
+
 def check_settings(config, debug):
     """Fill in the defaults that depend on how the app runs; refuse settings it must not run with.
 
@@ -242,6 +267,7 @@ def check_settings(config, debug):
         raise ConfigError(f'MAIL_QUEUE={config["MAIL_QUEUE"]!r}: use thread, rq or none.')
     if config.get('MAIL_DEFAULT_SENDER') is None:
         config['MAIL_DEFAULT_SENDER'] = config['ADMINS'][0]
+    _check_hash_method(config['PASSWORD_HASH_METHOD'])
 
     key = config.get('SECRET_KEY') or None
     server_name = config.get('SERVER_NAME') or None

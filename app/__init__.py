@@ -47,9 +47,7 @@ def create_app(config_class=Config):
             'no-reply@example.com.'
         ) from None
     # A remembered session's cookie lives as long as its row on the server.
-    app.config['PERMANENT_SESSION_LIFETIME'] = timedelta(
-        seconds=app.config['REMEMBER_ME_LIFETIME']
-    )
+    app.config['PERMANENT_SESSION_LIFETIME'] = timedelta(seconds=app.config['REMEMBER_ME_LIFETIME'])
 
     if app.config['PROXY_COUNT']:
         count = app.config['PROXY_COUNT']

@@ -56,6 +56,11 @@ followers = sa.Table(
 )
 
 
+def hash_password(password):
+    """A salted hash of ``password`` by the PASSWORD_HASH_METHOD setting (scrypt by default)."""
+    return generate_password_hash(password, method=current_app.config['PASSWORD_HASH_METHOD'])
+
+
 class User(UserMixin, db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     username: so.Mapped[str] = so.mapped_column(sa.String(64), index=True, unique=True)
@@ -97,7 +102,7 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password):
         """Store a salted hash of the password."""
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = hash_password(password)
 
     def check_password(self, password):
         """Whether the password matches the stored hash."""

@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from flask import abort, request
+from flask import abort, current_app, request
 from flask_login import current_user
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
@@ -119,14 +119,14 @@ class StrongPassword:
             raise ValidationError(problems[0])
 
 
-@lru_cache(maxsize=1)
-def _dummy_hash():
-    return generate_password_hash('not-a-real-password-only-for-timing')
+@lru_cache(maxsize=4)
+def _dummy_hash(method):
+    return generate_password_hash('not-a-real-password-only-for-timing', method=method)
 
 
 def check_login(user, password):
     """Check a password, spending the same time whether or not the account exists."""
     if user is None or not user.password_hash:
-        check_password_hash(_dummy_hash(), password)
+        check_password_hash(_dummy_hash(current_app.config['PASSWORD_HASH_METHOD']), password)
         return False
     return user.check_password(password)

@@ -7,11 +7,10 @@ import click
 import sqlalchemy as sa
 from faker import Faker
 from flask.cli import with_appcontext
-from werkzeug.security import generate_password_hash
 
 from app import db
 from app.addresses import lookup_key
-from app.models import Post, User, followers, utcnow
+from app.models import Post, User, followers, hash_password, utcnow
 
 SEED_PASSWORD = 'microblog-seed-password'
 CHUNK = 5000
@@ -44,7 +43,7 @@ def seed_command(users, posts, follows, random_seed):
     Faker.seed(random_seed)
     rng = random.Random(random_seed)
     # Hashing is slow on purpose; every seeded user shares one hash.
-    password_hash = generate_password_hash(SEED_PASSWORD)
+    password_hash = hash_password(SEED_PASSWORD)
     first_id = (db.session.scalar(sa.select(sa.func.max(User.id))) or 0) + 1
     now = utcnow()
 

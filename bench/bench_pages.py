@@ -98,11 +98,9 @@ def queries_per_page(database_url, paths):
     import sqlalchemy as sa
 
     from app import create_app, db
-    from tests.conftest import TestConfig
+    from bench.config import CountingConfig
 
-    settings = type(
-        'Count', (TestConfig,), {'SQLALCHEMY_DATABASE_URI': database_url, 'MAIL_QUEUE': 'none'}
-    )
+    settings = type('Count', (CountingConfig,), {'SQLALCHEMY_DATABASE_URI': database_url})
     app = create_app(settings)
     client = app.test_client()
     client.post('/login', data={'username': 'bench', 'password': 'microblog-seed-password'})

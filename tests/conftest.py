@@ -4,52 +4,22 @@ Every test that uses ``app`` runs on SQLite, and again on PostgreSQL when
 TEST_DATABASE_URL is set (CI sets it).
 """
 
-import os
-import re
-from collections import UserList
-
 import flask
 import pytest
 import sqlalchemy as sa
 
 from app import create_app, db, mailer
 from app.models import User
-from config import Config
+from tests.helpers import (
+    DATABASES,
+    PASSWORD,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    AuthActions,
+    Outbox,
+    TestConfig,
+)
 from tests.tls import make_certificate
-
-TEST_DATABASE_URL = os.environ.get('TEST_DATABASE_URL')
-TEST_REDIS_URL = os.environ.get('TEST_REDIS_URL')
-PASSWORD = 'correct-horse-battery-staple'
-
-DATABASES = ['sqlite'] + (['postgresql'] if TEST_DATABASE_URL else [])
-
-
-class TestConfig(Config):
-    TESTING = True
-    SECRET_KEY = 'test-secret-key-that-is-at-least-32-bytes-long'
-    SECRET_KEY_FALLBACKS = []
-    SERVER_NAME = 'microblog.example.com'
-    PREFERRED_URL_SCHEME = 'https'
-    TRUSTED_HOSTS = None
-    WTF_CSRF_ENABLED = False
-    RATELIMIT_ENABLED = False
-    RATELIMIT_STORAGE_URI = 'memory://'
-    SESSION_COOKIE_SECURE = False
-    REMEMBER_COOKIE_SECURE = False
-    MAIL_SERVER = 'localhost'
-    MAIL_PORT = 25
-    MAIL_USE_TLS = False
-    MAIL_USE_SSL = False
-    MAIL_USERNAME = None
-    MAIL_PASSWORD = None
-    MAIL_DEFAULT_SENDER = 'no-reply@example.com'
-    MAIL_QUEUE = 'thread'
-    MAIL_TIMEOUT = 5
-    MAIL_RETRY_BACKOFF = 30
-    MAIL_POLL_INTERVAL = 60
-    ADMINS = ['admin@example.com']
-    POSTS_PER_PAGE = 25
-    RESET_PASSWORD_TOKEN_TTL = 600
 
 
 def _reset_postgres(url):
@@ -138,38 +108,10 @@ def make_user(app):
     return factory
 
 
-class AuthActions:
-    def __init__(self, client):
-        self._client = client
-
-    def login(self, username='susan', password=PASSWORD, remember_me=False, **kwargs):
-        data = {'username': username, 'password': password}
-        if remember_me:
-            data['remember_me'] = 'y'
-        return self._client.post('/login', data=data, **kwargs)
-
-    def logout(self):
-        return self._client.post('/logout')
-
-
 @pytest.fixture
 def auth(client):
     """Log the test client in and out."""
     return AuthActions(client)
-
-
-class Outbox(UserList):
-    """What Flask-Mail dispatched (its record_messages list), sent by the delivery worker."""
-
-    def __init__(self, app, recorded):
-        super().__init__()
-        self.data = recorded
-        self.app = app
-
-    def wait(self):
-        """Let the delivery worker finish a whole pass, then return what was sent."""
-        self.app.extensions['mail_delivery'].flush()
-        return self
 
 
 @pytest.fixture
@@ -177,20 +119,6 @@ def outbox(app):
     """Messages sent by the app during the test; call ``outbox.wait()`` first."""
     with mailer.record_messages() as recorded:
         yield Outbox(app, recorded)
-
-
-def sign_in_as(client, user, remember=False):
-    """Sign the test client in as ``user`` without a password: a real session on the server."""
-    from app.auth.sessions import sign_in
-
-    with client.application.test_request_context():
-        sign_in(user, remember)
-        key = user.get_id()
-    with client.session_transaction() as session:
-        session['_user_id'] = key
-        session['_fresh'] = True
-        session.permanent = remember
-    return client
 
 
 @pytest.fixture(scope='session')
@@ -207,11 +135,6 @@ def trusted_certificate(certificate, monkeypatch):
     """The test certificate, trusted by this process's TLS clients (as a real CA's would be)."""
     monkeypatch.setenv('SSL_CERT_FILE', str(certificate.cert))
     return certificate
-
-
-def links_in(text):
-    """Every http(s) URL in a text."""
-    return re.findall(r'https?://[^\s"<>]+', text)
 
 
 def pytest_report_header(config):

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.avatars import avatar_digest, avatar_svg
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 SVG = '{http://www.w3.org/2000/svg}svg'
 OTHER_KEY = 'another-secret-key-that-is-at-least-32-bytes'

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app import db
 from app.mail import deliver_pending, send_email
 from app.models import OutboundEmail, utcnow
-from tests.conftest import TEST_REDIS_URL
+from tests.helpers import TEST_REDIS_URL
 from tests.kinds import TEST_KIND, label_of
 from tests.mailserver import HangUpServer, MailServer, free_port
 

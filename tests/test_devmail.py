@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from app.mail.sink import MailSink, sink_folder
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from tests.mailserver import free_port
 
 

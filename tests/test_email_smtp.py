@@ -8,7 +8,7 @@ import pytest
 import config
 from app import create_app
 from app.mail.smtp import SMTPConnection
-from tests.conftest import TestConfig
+from tests.helpers import TestConfig
 from tests.mailserver import MailServer, accept_login, free_port
 
 

@@ -11,15 +11,13 @@ from hypothesis import strategies as st
 
 from app import db, mailer
 from app.models import Post, User
-from tests.conftest import PASSWORD, links_in, sign_in_as
+from tests.helpers import PASSWORD, links_in, sign_in_as
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 INVALID_LINK = 'This reset link is invalid or has expired.'
 SITE = 'microblog.example.com'
 MIB = 1024 * 1024
 FORM = 'application/x-www-form-urlencoded'
-
-
 
 
 @pytest.fixture

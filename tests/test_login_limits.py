@@ -26,7 +26,7 @@ from app import db, mailer
 from app.models import User
 from app.ratelimits import DEVICE_COOKIE
 from config import Config, limit_storage_warning
-from tests.conftest import PASSWORD, TEST_REDIS_URL, links_in
+from tests.helpers import PASSWORD, TEST_REDIS_URL, links_in
 from tests.mailserver import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

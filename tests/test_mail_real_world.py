@@ -22,7 +22,7 @@ from app import db
 from app.mail import deliver_pending, queue_email, send_email
 from app.mail.outbox import DeliveryReport, Sender, candidate_ids, claim_due, take
 from app.models import OutboundEmail, User, utcnow
-from tests.conftest import PASSWORD, links_in
+from tests.helpers import PASSWORD, links_in
 from tests.kinds import BROKEN_KIND, TEST_KIND
 from tests.mailserver import MailServer, free_port
 
@@ -380,9 +380,13 @@ def test_rows_being_claimed_elsewhere_are_skipped_not_waited_for(mail_app, datab
     queue_due(4)
     now = utcnow()
     with db.engine.connect() as other_worker:
-        locked = other_worker.execute(
-            sa.select(OutboundEmail.id).order_by(OutboundEmail.id).limit(2).with_for_update()
-        ).scalars().all()
+        locked = (
+            other_worker.execute(
+                sa.select(OutboundEmail.id).order_by(OutboundEmail.id).limit(2).with_for_update()
+            )
+            .scalars()
+            .all()
+        )
         # Would wait for the other worker's locks (and fail after 2 s) without SKIP LOCKED.
         db.session.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
         taken = [row.id for row in claim_due(now, 'worker-b', 10)]
@@ -530,7 +534,7 @@ def test_status_says_whether_redis_answers(make_app):
 
 
 def test_status_shows_the_rq_queue_when_redis_answers(make_app):
-    from tests.conftest import TEST_REDIS_URL
+    from tests.helpers import TEST_REDIS_URL
 
     if not TEST_REDIS_URL:
         pytest.skip('TEST_REDIS_URL is not set: this needs a Redis server')
@@ -713,10 +717,14 @@ def test_a_request_for_an_unknown_address_costs_the_pass_what_a_known_one_does(m
             work[address] = list(rendered)
     finally:
         flask.template_rendered.disconnect(record, mail_app)
-    assert work['nobody@example.com'] == work['susan@example.com'] == [
-        'email/reset_password.txt',
-        'email/reset_password.html',
-    ]
+    assert (
+        work['nobody@example.com']
+        == work['susan@example.com']
+        == [
+            'email/reset_password.txt',
+            'email/reset_password.html',
+        ]
+    )
     assert len(server.messages) == 1
     assert outbox_rows()[1].last_error == 'no account has this address'
 

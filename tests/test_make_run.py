@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from tests.checkout import fresh_checkout
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 from tests.liveserver import DevSite, Visitor, answers, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which('make') is None, reason='make is not installed')

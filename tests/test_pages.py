@@ -10,7 +10,7 @@ from app import db
 from app.avatars import avatar_digest
 from app.errors.handlers import describe_wait
 from app.models import Post, User, utcnow
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 
 def register(client, username='susan', email='susan@example.com', password=PASSWORD, **extra):

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.checkout import ROOT, clean_env, fresh_checkout
-from tests.conftest import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL
+from tests.helpers import PASSWORD, TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.liveserver import Visitor, answers, wait_for
 from tests.mailserver import MailServer, accept_login, free_port
 

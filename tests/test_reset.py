@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.models import OutboundEmail, User, utcnow
-from tests.conftest import PASSWORD, links_in
+from tests.helpers import PASSWORD, links_in
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 CHECK_EMAIL = 'Check your email for the instructions to reset your password'

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from app import db, mailer
 from app import security as app_security
 from app.models import User, utcnow
-from tests.conftest import PASSWORD, TEST_REDIS_URL, links_in
+from tests.helpers import PASSWORD, TEST_REDIS_URL, links_in
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 INVALID_LINK = 'This reset link is invalid or has expired.'
@@ -33,8 +33,6 @@ OLD_KEY = 'old-secret-key-that-is-at-least-32-bytes-long!'
 NEW_KEY = 'new-secret-key-that-is-at-least-32-bytes-long!'
 SITE = 'microblog.example.com'
 TEMPLATES = Path(__file__).resolve().parents[1] / 'app' / 'templates'
-
-
 
 
 def open_link(client, token):
@@ -128,9 +126,7 @@ FOREIGN_TOKENS = {
     'another purpose, same state': lambda user: _signed(
         TEST_KEY, confirm=user.id, state=user.reset_state()
     ),
-    'another key': lambda user: _signed(
-        OLD_KEY, reset_password=user.id, state=user.reset_state()
-    ),
+    'another key': lambda user: _signed(OLD_KEY, reset_password=user.id, state=user.reset_state()),
     'unsigned': lambda user: jwt.encode(
         {'reset_password': user.id, 'state': user.reset_state()}, None, 'none'
     ),
@@ -847,3 +843,28 @@ def test_registration_attempts_are_limited_per_address(limited_app):
     client = client_from(limited_app, '192.0.2.5')
     statuses = [register(client, 'x', username=f'user{n}').status_code for n in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_passwords_are_hashed_with_scrypt_unless_set_otherwise(make_app, make_user):
+    from config import Config
+
+    assert Config.PASSWORD_HASH_METHOD == 'scrypt'
+    app = make_app(PASSWORD_HASH_METHOD=Config.PASSWORD_HASH_METHOD)
+    with app.app_context():
+        user = User(username='hashed', email='hashed@example.com')
+        user.set_password(PASSWORD)
+        assert user.password_hash.startswith('scrypt:32768:8:1$')
+        assert user.check_password(PASSWORD)
+        # A hash made by the cheaper method still checks after the setting changes.
+        app.config['PASSWORD_HASH_METHOD'] = 'pbkdf2:sha256:1000'
+        assert user.check_password(PASSWORD)
+        user.set_password(PASSWORD)
+        assert user.password_hash.startswith('pbkdf2:sha256:1000$')
+
+
+@pytest.mark.parametrize('method', ['bcrypt', 'pbkdf2:nope:5', 'scrypt:a', 'pbkdf2:sha256:0'])
+def test_an_unknown_hash_method_stops_the_app_at_start(make_app, method):
+    from config import ConfigError
+
+    with pytest.raises(ConfigError, match='PASSWORD_HASH_METHOD'):
+        make_app(PASSWORD_HASH_METHOD=method)

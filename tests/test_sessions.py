@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from app import db
 from app.models import User, UserSession, utcnow
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 SITE = 'microblog.example.com'
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
@@ -176,9 +176,7 @@ def test_a_successful_login_ends_the_links_sent_before_it(app, client, susan):
     token = susan.get_reset_password_token()
     log_in(app.test_client())
     assert User.verify_reset_password_token(token) is None
-    assert client.get(f'/reset_password/{token}').headers['Location'] == (
-        '/reset_password_request'
-    )
+    assert client.get(f'/reset_password/{token}').headers['Location'] == ('/reset_password_request')
 
 
 def test_a_login_during_a_reset_ends_the_reset_in_progress(app, client, susan):

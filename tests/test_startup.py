@@ -8,7 +8,7 @@ from app.auth.email import queue_password_reset_email
 from app.mail import deliver_pending
 from app.models import User
 from tests.checkout import BIN, flask, fresh_checkout, run
-from tests.conftest import PASSWORD, links_in
+from tests.helpers import PASSWORD, links_in
 
 GOOD_KEY = 'a-deployment-secret-key-of-at-least-32-bytes'
 MAKE_A_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from app import db
 from app.auth.forms import USERNAME_MESSAGE
 from app.models import User, followers
-from tests.conftest import PASSWORD, sign_in_as
+from tests.helpers import PASSWORD, sign_in_as
 
 TAKEN = 'Please use a different username.'
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'

@@ -4,7 +4,6 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
-from werkzeug.security import generate_password_hash
 
 from app import db, limiter
 from app.addresses import normalize_address
@@ -32,7 +31,7 @@ from app.auth.sessions import (
     sign_in,
     sign_out,
 )
-from app.models import User, decode_signed
+from app.models import User, decode_signed, hash_password
 from app.ratelimits import (
     LoginAttempt,
     holds_device_cookie_for_typed_username,
@@ -179,7 +178,7 @@ def reset_password_form():
         changed = db.session.execute(
             sa.update(User)
             .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(password_hash=generate_password_hash(form.password.data))
+            .values(password_hash=hash_password(form.password.data))
             .execution_options(synchronize_session=False)
         ).rowcount
         if changed != 1:

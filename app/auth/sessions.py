@@ -202,7 +202,7 @@ def end_reset():
 
 @lru_cache(maxsize=1024)
 def describe_device(user_agent):
-    """"Firefox on Windows", from a User-Agent header; "Unknown device" when it says nothing."""
+    """ "Firefox on Windows", from a User-Agent header; "Unknown device" when it says nothing."""
     from ua_parser import parse
 
     parsed = parse(user_agent[:1000]) if user_agent else None

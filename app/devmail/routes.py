@@ -101,9 +101,7 @@ def message_html(key):
     content = html.get_content()
     base = '<base target="_top">'
     match = HEAD.search(content)
-    content = (
-        content[: match.end()] + base + content[match.end() :] if match else base + content
-    )
+    content = content[: match.end()] + base + content[match.end() :] if match else base + content
     response = current_app.response_class(content, mimetype='text/html')
     response.headers['Content-Security-Policy'] = EMAIL_CSP
     response.headers['X-Frame-Options'] = 'SAMEORIGIN'

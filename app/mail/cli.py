@@ -162,9 +162,7 @@ def _ago(delta):
 def require_outbox():
     """Stop with one line when the database has no outbox yet (a fresh checkout)."""
     if not sa.inspect(db.engine).has_table(OutboundEmail.__tablename__):
-        raise click.ClickException(
-            'The database has no outbox yet: run `flask db upgrade` first.'
-        )
+        raise click.ClickException('The database has no outbox yet: run `flask db upgrade` first.')
 
 
 @mail_cli.command('status')

@@ -93,8 +93,11 @@ class Courier:
         debug = host is not None and quiet and host.debuglevel
         if debug:
             host.set_debuglevel(0)
-            print(f'[MAIL_DEBUG: the SMTP conversation of a message with a link to '
-                  f'{", ".join(message.recipients)} is not shown]', file=sys.stderr)
+            print(
+                f'[MAIL_DEBUG: the SMTP conversation of a message with a link to '
+                f'{", ".join(message.recipients)} is not shown]',
+                file=sys.stderr,
+            )
         try:
             self._connection.send(message)
         finally:

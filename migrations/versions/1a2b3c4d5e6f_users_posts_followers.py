@@ -5,6 +5,7 @@ Revises:
 Create Date: 2026-11-24 12:00:00
 
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -5,6 +5,7 @@ Revises: 1a2b3c4d5e6f
 Create Date: 2026-11-24 12:30:00
 
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -9,6 +9,7 @@ Revises: 7f8e9d0c1b2a
 Create Date: 2026-11-25 09:00:00
 
 """
+
 from datetime import UTC, datetime
 
 import sqlalchemy as sa

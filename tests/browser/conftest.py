@@ -12,19 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.checkout import fresh_checkout
+from tests.helpers import CHROMIUM, CHROMIUM_FLAGS
 from tests.liveserver import DevSite
 from tests.mailserver import MailServer, free_port
 
-CHROMIUM = '/usr/bin/chromium'
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / 'test-artifacts' / 'screenshots'
-CHROMIUM_FLAGS = [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--no-first-run',
-]
 
 
 def _browser_missing():

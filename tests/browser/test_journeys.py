@@ -4,7 +4,7 @@ import re
 import time
 import uuid
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 

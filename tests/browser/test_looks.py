@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS
 from tests.browser.test_journeys import login, register
+from tests.helpers import CHROMIUM, CHROMIUM_FLAGS
 from tests.liveserver import LiveServer
 
 WIDTHS = [1280, 390]
@@ -89,8 +89,8 @@ def test_a_long_username_is_never_broken_mid_word(sized_page, camera):
         assert any(name.inner_text() == username for name in names), path
         for name in names:
             lines = name.evaluate(
-                '''el => Math.round(el.getBoundingClientRect().height
-                                  / parseFloat(getComputedStyle(el).lineHeight))'''
+                """el => Math.round(el.getBoundingClientRect().height
+                                  / parseFloat(getComputedStyle(el).lineHeight))"""
             )
             assert lines == 1, path
         camera.shoot(page, path.strip('/').split('/')[0])

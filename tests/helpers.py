@@ -1,0 +1,104 @@
+"""What tests share besides fixtures: settings, the test password, and small helpers.
+
+Tests import from here; ``conftest.py`` holds only the fixtures.
+"""
+
+import os
+import re
+from collections import UserList
+
+from config import Config
+
+TEST_DATABASE_URL = os.environ.get('TEST_DATABASE_URL')
+TEST_REDIS_URL = os.environ.get('TEST_REDIS_URL')
+PASSWORD = 'correct-horse-battery-staple'
+
+# Debian's Chromium, started as the browser tests and screenshots need it.
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_FLAGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--no-first-run',
+]
+
+DATABASES = ['sqlite'] + (['postgresql'] if TEST_DATABASE_URL else [])
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = 'test-secret-key-that-is-at-least-32-bytes-long'
+    SECRET_KEY_FALLBACKS = []
+    SERVER_NAME = 'microblog.example.com'
+    PREFERRED_URL_SCHEME = 'https'
+    TRUSTED_HOSTS = None
+    WTF_CSRF_ENABLED = False
+    RATELIMIT_ENABLED = False
+    RATELIMIT_STORAGE_URI = 'memory://'
+    SESSION_COOKIE_SECURE = False
+    REMEMBER_COOKIE_SECURE = False
+    MAIL_SERVER = 'localhost'
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False
+    MAIL_USE_SSL = False
+    MAIL_USERNAME = None
+    MAIL_PASSWORD = None
+    MAIL_DEFAULT_SENDER = 'no-reply@example.com'
+    MAIL_QUEUE = 'thread'
+    MAIL_TIMEOUT = 5
+    MAIL_RETRY_BACKOFF = 30
+    MAIL_POLL_INTERVAL = 60
+    ADMINS = ['admin@example.com']
+    POSTS_PER_PAGE = 25
+    RESET_PASSWORD_TOKEN_TTL = 600
+    # A cheap hash: the suite hashes hundreds of passwords. Tests about hashing and
+    # timing set 'scrypt', the production default, themselves.
+    PASSWORD_HASH_METHOD = 'pbkdf2:sha256:1'
+
+
+class AuthActions:
+    def __init__(self, client):
+        self._client = client
+
+    def login(self, username='susan', password=PASSWORD, remember_me=False, **kwargs):
+        data = {'username': username, 'password': password}
+        if remember_me:
+            data['remember_me'] = 'y'
+        return self._client.post('/login', data=data, **kwargs)
+
+    def logout(self):
+        return self._client.post('/logout')
+
+
+class Outbox(UserList):
+    """What Flask-Mail dispatched (its record_messages list), sent by the delivery worker."""
+
+    def __init__(self, app, recorded):
+        super().__init__()
+        self.data = recorded
+        self.app = app
+
+    def wait(self):
+        """Let the delivery worker finish a whole pass, then return what was sent."""
+        self.app.extensions['mail_delivery'].flush()
+        return self
+
+
+def sign_in_as(client, user, remember=False):
+    """Sign the test client in as ``user`` without a password: a real session on the server."""
+    from app.auth.sessions import sign_in
+
+    with client.application.test_request_context():
+        sign_in(user, remember)
+        key = user.get_id()
+    with client.session_transaction() as session:
+        session['_user_id'] = key
+        session['_fresh'] = True
+        session.permanent = remember
+    return client
+
+
+def links_in(text):
+    """Every http(s) URL in a text."""
+    return re.findall(r'https?://[^\s"<>]+', text)
