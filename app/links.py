@@ -32,8 +32,8 @@ def _parts(endpoint, name):
     parts = cache.get((endpoint, name))
     if parts is None:
         head, found, tail = url_for(endpoint, **{name: _PLACEHOLDER}).partition(_PLACEHOLDER)
-        if not found or _PLACEHOLDER in tail:
-            raise ValueError(f'{endpoint} does not put {name} once in its URL')
+        if not found or _PLACEHOLDER in tail or '?' in head:
+            raise ValueError(f'{endpoint} does not put {name} once in its path')
         parts = cache[(endpoint, name)] = (head, tail)
     return parts
 

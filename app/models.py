@@ -152,13 +152,6 @@ class User(UserMixin, db.Model):
         )
         return db.session.scalar(query)
 
-    def follow_summary(self, reader):
-        """(followers, following, whether ``reader`` follows this user), in one statement."""
-        row = db.session.execute(
-            _FOLLOW_SUMMARY, {'user_id': self.id, 'reader_id': getattr(reader, 'id', None)}
-        ).one()
-        return row.followers, row.following, bool(row.followed_by_reader)
-
     def following_posts(self):
         """A select of the posts of the users this user follows and their own, newest first."""
         followed_ids = sa.select(followers.c.followed_id).where(followers.c.follower_id == self.id)
@@ -238,25 +231,27 @@ def decode_signed(token, require):
     return None
 
 
-# A profile's counts and its follow button, built once: see User.follow_summary.
-_FOLLOW_SUMMARY = sa.select(
+# A profile page's user, its counts and whether the reader follows it, in one statement
+# built once: the counts are count() queries on the followers index, no rows loaded.
+PROFILE = sa.select(
+    User,
     sa.select(sa.func.count())
     .select_from(followers)
-    .where(followers.c.followed_id == sa.bindparam('user_id'))
+    .where(followers.c.followed_id == User.id)
     .scalar_subquery()
     .label('followers'),
     sa.select(sa.func.count())
     .select_from(followers)
-    .where(followers.c.follower_id == sa.bindparam('user_id'))
+    .where(followers.c.follower_id == User.id)
     .scalar_subquery()
     .label('following'),
     sa.exists()
     .where(
         followers.c.follower_id == sa.bindparam('reader_id'),
-        followers.c.followed_id == sa.bindparam('user_id'),
+        followers.c.followed_id == User.id,
     )
     .label('followed_by_reader'),
-)
+).where(User.username == sa.bindparam('username'))
 
 
 class UserSession(db.Model):

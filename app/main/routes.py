@@ -20,7 +20,7 @@ from app.avatars import DIGEST_PATTERN, avatar_svg
 from app.links import user_url
 from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, PostForm
-from app.models import Post, User, followers
+from app.models import PROFILE, Post, User, followers
 
 bp.add_app_template_global(user_url)
 
@@ -110,7 +110,6 @@ HOME = Listing(
         )
     )
 )
-_USER_BY_NAME = sa.select(User).where(User.username == sa.bindparam('username'))
 
 
 def _post_id(name):
@@ -195,12 +194,14 @@ def explore():
 @bp.route('/user/<username>')
 @login_required
 def user(username):
-    user = db.session.scalar(_USER_BY_NAME, {'username': username})
-    if user is None:
+    profile = db.session.execute(
+        PROFILE, {'username': username, 'reader_id': current_user.id}
+    ).first()
+    if profile is None:
         abort(404)
+    user = profile.User
     page = paginate_posts(BY_AUTHOR, author_id=user.id)
     newer_url, older_url = page_links('main.user', page, username=user.username)
-    followers_count, following_count, is_following = user.follow_summary(current_user)
     form = EmptyForm()
     return render_template(
         'user.html',
@@ -209,9 +210,9 @@ def user(username):
         newer_url=newer_url,
         older_url=older_url,
         form=form,
-        followers=followers_count,
-        following=following_count,
-        is_following=is_following and user != current_user,
+        followers=profile.followers,
+        following=profile.following,
+        is_following=bool(profile.followed_by_reader) and user != current_user,
     )
 
 
