@@ -126,18 +126,37 @@ def _session_cookie(headers):
     raise AssertionError('no session cookie')
 
 
-def wrk(url, cookie, seconds):
-    """(requests/s, p50 ms, p99 ms, non-2xx responses) of ``url`` under wrk -t2 -c8."""
+def wrk(url, cookie, seconds, workers=()):
+    """(requests/s, p50 ms, p99 ms, non-2xx responses, CPU ms per request of ``workers``)
+    of ``url`` under wrk -t2 -c8."""
     headers = ['-H', f'Cookie: {cookie}'] if cookie else []
+    cpu_before = _cpu_seconds(workers)
     output = subprocess.run(
         ['wrk', '-t2', '-c8', f'-d{seconds}s', '--latency', *headers, url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    cpu = _cpu_seconds(workers) - cpu_before
     rps = float(re.search(r'Requests/sec:\s+([\d.]+)', output)[1])
+    requests = int(re.search(r'(\d+) requests in', output)[1])
     non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', output)
-    return rps, _ms(output, '50%'), _ms(output, '99%'), int(non2xx[1]) if non2xx else 0
+    return (
+        rps,
+        _ms(output, '50%'),
+        _ms(output, '99%'),
+        int(non2xx[1]) if non2xx else 0,
+        cpu * 1000 / max(requests, 1),
+    )
+
+
+def _cpu_seconds(pids):
+    """User and system CPU time the processes have used: a cost that other load barely moves."""
+    total = 0
+    for pid in pids:
+        fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf('SC_CLK_TCK')
 
 
 def _ms(output, label):
@@ -180,16 +199,16 @@ def most_prolific_author(database_url):
     return name
 
 
-def measure(base, cookie, paths, seconds, rounds):
+def measure(base, cookie, paths, seconds, rounds, workers):
     """Rounds of /login then each page: rates, and each page's ratio to /login that round."""
     for path in ['/login', *paths]:  # warm up: caches, the database's buffers
         wrk(base + path, None if path == '/login' else cookie, 2)
     runs = {path: [] for path in ['/login', *paths]}
     for _ in range(rounds):
-        login = wrk(base + '/login', None, seconds)
+        login = wrk(base + '/login', None, seconds, workers)
         runs['/login'].append((*login, login[0] / login[0]))
         for path in paths:
-            result = wrk(base + path, cookie, seconds)
+            result = wrk(base + path, cookie, seconds, workers)
             runs[path].append((*result, result[0] / login[0]))
     return runs
 
@@ -236,7 +255,10 @@ def main():
                     server = Server(env, port, workers=2, threads=MODES[mode])
                     try:
                         cookie = session_cookie(server.base)
-                        runs = measure(server.base, cookie, paths, args.seconds, args.rounds)
+                        workers = server.worker_pids()
+                        runs = measure(
+                            server.base, cookie, paths, args.seconds, args.rounds, workers
+                        )
                     finally:
                         server.stop()
                     for path, values in runs.items():
@@ -252,21 +274,25 @@ def main():
         f'wrk -t2 -c8 -d{args.seconds}s, {args.rounds} rounds of /login then each page; '
         "logged in as 'bench', who follows the 100 most prolific authors; the profile is "
         "the most prolific author. Medians over the rounds; ratio: the page's req/s over "
-        "/login's in the same round."
+        "/login's in the same round (min: its lowest round); CPU ms: the workers' CPU time "
+        "per request; CPU ratio: /login's CPU ms over the page's."
     )
     print(
         f'{"database":<11}{"posts":>8} {"mode":<8}{"page":<14}{"req/s":>8}{"ratio":>7}'
-        f'{"min":>6}{"p50 ms":>8}{"p99 ms":>8}{"non-2xx":>8}{"queries":>8}'
+        f'{"min":>6}{"p50 ms":>8}{"p99 ms":>8}{"non-2xx":>8}{"queries":>8}{"CPU ms":>8}'
+        f'{"CPU ratio":>10}'
     )
     for (database, posts, mode, page), values in results.items():
         rps, p50, p99 = (statistics.median(v[i] for v in values) for i in range(3))
         bad = sum(v[3] for v in values)
-        ratios = [v[4] for v in values]
+        cpu = statistics.median(v[4] for v in values)
+        login_cpu = statistics.median(v[4] for v in results[(database, posts, mode, '/login')])
+        ratios = [v[5] for v in values]
         count = queries.get((database, posts, page), 0)
         print(
             f'{database:<11}{posts:>8} {mode:<8}{page:<14}{rps:>8.1f}'
             f'{statistics.median(ratios):>7.2f}{min(ratios):>6.2f}{p50:>8.2f}{p99:>8.2f}'
-            f'{bad:>8}{count:>8}'
+            f'{bad:>8}{count:>8}{cpu:>8.2f}{login_cpu / cpu:>10.2f}'
         )
     print(f'\nreq/s at {args.posts:,} posts / at {args.small:,} posts (medians):')
     for database in databases:

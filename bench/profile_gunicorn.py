@@ -8,7 +8,7 @@ requests it covers beside it.
 import os
 from pathlib import Path
 
-WARM_UP = 100
+WARM_UP = 30
 _state = {'requests': 0, 'profiler': None}
 
 
@@ -17,7 +17,7 @@ def pre_request(worker, req):
     if _state['requests'] == WARM_UP:
         from pyinstrument import Profiler
 
-        _state['profiler'] = Profiler(interval=0.0005)
+        _state['profiler'] = Profiler(interval=0.001)
         _state['profiler'].start()
 
 
