@@ -69,7 +69,9 @@ class LiveServer:
                 with urllib.request.urlopen(self.url + '/login', timeout=2) as response:
                     if response.status == 200:
                         return self
-            except (urllib.error.URLError, ConnectionError):
+            # A worker still starting on a busy machine can take longer than the
+            # timeout to answer: that is a read timing out, not a failure.
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -165,7 +167,7 @@ def answers(url):
     except urllib.error.HTTPError as error:
         error.close()
         return True
-    except (urllib.error.URLError, ConnectionError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
