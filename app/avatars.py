@@ -15,8 +15,11 @@ trimmed, lower-cased address, never the unsalted MD5 of old.
 import hashlib
 import hmac
 import re
+from functools import lru_cache
 
-from flask import current_app, url_for
+from flask import current_app
+
+from app.links import url_for_value
 
 AVATAR_CHOICES = ('local', 'gravatar')
 GRAVATAR = 'https://www.gravatar.com'
@@ -41,8 +44,15 @@ def image_sources(config):
 
 def avatar_digest(user_id):
     """The keyed hash an account's local picture is drawn from (and named by)."""
-    key = current_app.config['SECRET_KEY'].encode()
-    return hmac.new(key, f'avatar:{user_id}'.encode(), hashlib.sha256).hexdigest()[:32]
+    return _keyed_digest(current_app.config['SECRET_KEY'], user_id)
+
+
+# A page shows up to 25 authors, and the same ones again and again: their hashes are
+# kept rather than computed for every post of every page.
+@lru_cache(maxsize=65536)
+def _keyed_digest(secret_key, user_id):
+    message = f'avatar:{user_id}'.encode()
+    return hmac.new(secret_key.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 def gravatar_digest(email):
@@ -52,10 +62,11 @@ def gravatar_digest(email):
 
 def avatar_url(user, size):
     """The URL of the account's picture, shown ``size`` pixels wide."""
-    if current_app.config['AVATARS'] == 'gravatar':
+    config = current_app.config
+    if config['AVATARS'] == 'gravatar':
         return f'{GRAVATAR}/avatar/{gravatar_digest(user.email)}?d=identicon&s={size}'
     # One URL whatever the size: the drawing is a vector, and one URL is cached once.
-    return url_for('main.avatar', digest=avatar_digest(user.id))
+    return url_for_value('main.avatar', 'digest', _keyed_digest(config['SECRET_KEY'], user.id))
 
 
 def avatar_svg(digest):

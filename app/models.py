@@ -231,6 +231,29 @@ def decode_signed(token, require):
     return None
 
 
+# A profile page's user, its counts and whether the reader follows it, in one statement
+# built once: the counts are count() queries on the followers index, no rows loaded.
+PROFILE = sa.select(
+    User,
+    sa.select(sa.func.count())
+    .select_from(followers)
+    .where(followers.c.followed_id == User.id)
+    .scalar_subquery()
+    .label('followers'),
+    sa.select(sa.func.count())
+    .select_from(followers)
+    .where(followers.c.follower_id == User.id)
+    .scalar_subquery()
+    .label('following'),
+    sa.exists()
+    .where(
+        followers.c.follower_id == sa.bindparam('reader_id'),
+        followers.c.followed_id == User.id,
+    )
+    .label('followed_by_reader'),
+).where(User.username == sa.bindparam('username'))
+
+
 class UserSession(db.Model):
     """A session on the server: a signed-in browser, or a password reset in progress.
 

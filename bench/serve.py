@@ -70,7 +70,9 @@ def flask(env, *args):
 class Server:
     """gunicorn serving microblog:app until stop()."""
 
-    def __init__(self, env, port, workers=1, threads=4, log=os.devnull):
+    def __init__(
+        self, env, port, workers=1, threads=4, log=os.devnull, app='microblog:app', options=()
+    ):
         self.base = f'http://127.0.0.1:{port}'
         self.log = open(log, 'w')  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -84,7 +86,8 @@ class Server:
                 str(threads),
                 '-b',
                 f'127.0.0.1:{port}',
-                'microblog:app',
+                *options,
+                app,
             ],
             cwd=ROOT,
             env=env,

@@ -12,10 +12,10 @@ from app.models import Post, User, utcnow
 
 
 class QueryCounter:
-    """Records every SQL statement this thread runs on the engine while it is active.
+    """Records every SQL statement the engine runs for this thread while it is active.
 
-    The delivery worker's thread uses the same engine on its own cadence; what it
-    runs is not the page's.
+    The test client serves the page in the test's thread; the mail delivery thread
+    polls the outbox on its own cadence, and its queries are not the page's.
     """
 
     def __init__(self, engine):
@@ -74,6 +74,26 @@ def test_query_count_does_not_grow_with_the_data(app, make_user, auth, client, p
         auth.logout()
     assert counts[0] == counts[1]
     assert counts[0] <= 10
+
+
+# The session row with its user, then the page's own: the posts with their authors;
+# an anchor post; a profile's user with its counts and follow state, in one statement.
+QUERIES_PER_PAGE = {
+    '/index': 2,
+    '/explore': 2,
+    '/explore?before={post}': 3,
+    '/user/author0': 3,
+    '/user/susan': 3,
+}
+
+
+@pytest.mark.parametrize('path', QUERIES_PER_PAGE)
+def test_queries_per_page(app, make_user, auth, client, path):
+    make_user('susan')
+    fill(3, 4)
+    auth.login()
+    post = db.session.scalar(sa.select(sa.func.max(Post.id)))
+    assert len(page_queries(client, path.format(post=post))) == QUERIES_PER_PAGE[path]
 
 
 def test_posts_load_with_their_authors(app, make_user, auth, client):
