@@ -22,7 +22,6 @@ from app.auth.forms import (
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
-    username_taken,
 )
 from app.auth.sessions import (
     RESET_KEY,
@@ -120,14 +119,22 @@ def register():
         try:
             with db.session.begin_nested():
                 db.session.add(user)
+            made = True
         except sa.exc.IntegrityError:
-            if username_taken(form.username.data):  # taken by a registration just now
-                db.session.rollback()
-                form.username.errors.append('Please use a different username.')
-                return render_template('auth/register.html', title='Register', form=form)
-            queue_registration_attempt_email(address)
-        else:
+            made = False
+        # Asked either way, so that both ways run the same statements: a registration
+        # just now may have taken the name after the form checked it.
+        holder = db.session.scalar(
+            sa.select(User.id).where(sa.func.lower(User.username) == user.username.lower())
+        )
+        if holder is not None and holder != user.id:
+            db.session.rollback()
+            form.username.errors.append('Please use a different username.')
+            return render_template('auth/register.html', title='Register', form=form)
+        if made:
             queue_confirmation_email(user)
+        else:
+            queue_registration_attempt_email(address)
         db.session.commit()
         flash(
             f'Check your email: we sent a message to {address}. Open the link in it to '
