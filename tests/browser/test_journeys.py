@@ -256,6 +256,17 @@ def test_every_input_has_a_label_and_can_be_reached(page, camera):
         camera.shoot(page, path.strip('/').replace('/', '-'))
 
 
+def wait_for_email(mail_server, address, text, deadline=20):
+    """The first email to ``address`` whose text part contains ``text``, waiting for it."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for received in list(mail_server.messages):
+            if address in received.rcpt_tos and text in received.part('text/plain'):
+                return received
+        time.sleep(0.05)
+    raise AssertionError(f'no email to {address} saying {text!r}')
+
+
 def link_in(email, path):
     """The link to ``path`` in the text part of an email, the same one as in its HTML part."""
     found = re.search(rf'http://\S+{path}\S+', email.part('text/plain'))[0]
@@ -305,13 +316,7 @@ def test_account_emails_from_registration_to_a_new_address(
     page.get_by_role('button', name=f'Use {new}').click()
     page.wait_for_url('**/settings')
     assert page.get_by_text(f'Your email address is now {new}.').is_visible()
-    deadline = time.monotonic() + 20
-    while not any(  # the second notice to the old address: the change is made
-        old in received.rcpt_tos and 'was changed from' in received.part('text/plain')
-        for received in list(mail_server.messages)
-    ):
-        assert time.monotonic() < deadline, 'no notice that the change was made'
-        time.sleep(0.05)
+    wait_for_email(mail_server, old, 'was changed from')  # the second notice: it is made
 
     page.get_by_role('link', name='Change your password').click()
     camera.shoot(page, 'change-password')
@@ -362,6 +367,8 @@ def test_undo_from_the_old_address(browser, page, camera, mail_server, live_serv
     page.wait_for_url('**/settings')
 
     notice = email_to(mail_server, old, '[Microblog] A change of your email address')
+    made = wait_for_email(mail_server, old, 'was changed from')
+    shoot_email(browser, camera, made.part('text/html'), 'change-made-email')
     owner = browser.new_context(base_url=live_server, viewport={'width': 1000, 'height': 700})
     owner_page = owner.new_page()
     try:
@@ -380,3 +387,26 @@ def test_undo_from_the_old_address(browser, page, camera, mail_server, live_serv
     # The thief's session ended with the undo.
     page.goto('/settings')
     page.wait_for_url('**/login?next=%2Fsettings')
+
+
+def test_a_taken_address_and_a_link_for_someone_else(browser, page, camera, mail_server):
+    """Registering with a taken address reads like any registration; the owner is told."""
+    owner = unique('hal')
+    register(page, camera, owner)
+    welcome = email_to(
+        mail_server, f'{owner}@example.com', '[Microblog] Confirm your email address'
+    )
+    register(page, camera, unique('ivy'), email=f'{owner}@example.com')
+    assert page.locator('.flash').inner_text().startswith('Check your email: we sent a message to')
+    told = email_to(mail_server, f'{owner}@example.com', '[Microblog] You already have an account')
+    shoot_email(browser, camera, told.part('text/html'), 'already-registered-email')
+
+    # Someone else, signed in, opens the owner's confirmation link: nothing happens.
+    other = unique('jon')
+    register(page, camera, other)
+    login(page, other)
+    page.wait_for_url('**/index')
+    response = page.goto(link_in(welcome, '/confirm_email/'))
+    assert response.status == 403
+    assert page.get_by_role('heading', name='This link is for another account').is_visible()
+    camera.shoot(page, 'link-for-another-account')
