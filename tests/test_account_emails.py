@@ -267,6 +267,20 @@ def test_registering_with_a_taken_address_answers_the_same_and_tells_its_owner(
     assert user_named('susan').check_password(NEW_PASSWORD)
 
 
+def test_registering_with_a_taken_address_emails_its_owner_within_the_reset_limit(make_app, outbox):
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_RESET_PER_ADDRESS_AND_EMAIL='2 per hour')
+    with app.app_context():
+        user = User(username='susan', email='susan@example.com')
+        user.set_password(PASSWORD)
+        db.session.add(user)
+        db.session.commit()
+    client = app.test_client()
+    statuses = [register(client, f'newcomer{n}', 'susan@example.com').status_code for n in range(4)]
+    assert statuses == [302] * 4  # the same answer past the limit: it is silent
+    with app.app_context():
+        assert len(messages_to(outbox, 'susan@example.com')) == 2
+
+
 def test_the_same_address_registered_twice_at_once(make_app, outbox):
     app = make_app()
     clients = [app.test_client() for _ in range(2)]

@@ -116,6 +116,9 @@ def register():
         # The unique index, not a question asked first, finds out whether the address
         # has an account: both ways do the same work and give the same answer, and the
         # email tells the owner of the address which it was.
+        # An email about an account carries a reset link: it shares the reset emails'
+        # silent limit per (client address, address), counted either way.
+        may_email_owner = reset_email_allowed(address)
         try:
             with db.session.begin_nested():
                 db.session.add(user)
@@ -133,7 +136,7 @@ def register():
             return render_template('auth/register.html', title='Register', form=form)
         if made:
             queue_confirmation_email(user)
-        else:
+        elif may_email_owner:
             queue_registration_attempt_email(address)
         db.session.commit()
         flash(
