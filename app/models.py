@@ -316,6 +316,11 @@ class EmailChange(db.Model):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
     old_email: so.Mapped[str] = so.mapped_column(sa.String(120))
+    # The old address's lookup key: while the change can be undone, nobody else may take it.
+    old_email_key: so.Mapped[str] = so.mapped_column(sa.String(320), index=True)
+    # Whether the old address was confirmed when the change was asked for: only then is
+    # it trusted to cancel or undo the change.
+    old_confirmed: so.Mapped[bool] = so.mapped_column(default=False)
     new_email: so.Mapped[str] = so.mapped_column(sa.String(120))
     status: so.Mapped[str] = so.mapped_column(sa.String(16), default=PENDING)
     requested_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
@@ -326,6 +331,23 @@ class EmailChange(db.Model):
 
     def __repr__(self):
         return f'<EmailChange {self.id} {self.status} of user {self.user_id}>'
+
+    @classmethod
+    def reserving(cls, address, now=None):
+        """A select of the changes, still undoable, that keep ``address`` for their account.
+
+        An address an account moved away from stays its own for EMAIL_CHANGE_UNDO_LIFETIME:
+        whoever moved it (a thief, say) cannot register it or move another account to it
+        in the meantime, so that undoing the change can always put it back.
+        """
+        now = now or utcnow()
+        since = now - timedelta(seconds=current_app.config['EMAIL_CHANGE_UNDO_LIFETIME'])
+        return sa.select(cls.user_id).where(
+            cls.old_email_key == email_lookup_key(address),
+            cls.old_confirmed.is_(True),
+            cls.status == cls.CONFIRMED,
+            cls.confirmed_at > since,
+        )
 
     @classmethod
     def cancel_pending(cls, user):

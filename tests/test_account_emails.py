@@ -2,6 +2,7 @@
 password, change the address (confirmed from the new one, undone from the old one)."""
 
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -56,6 +57,13 @@ def press(client, path):
     assert page.status_code == 200, page.status_code
     assert 'name="csrf_token"' in page.text
     return client.post(path, data={})
+
+
+def confirmed(user):
+    """``user``, with its address confirmed (as after opening the welcome link)."""
+    user.email_confirmed_at = utcnow()
+    db.session.commit()
+    return user
 
 
 def user_named(name):
@@ -383,7 +391,7 @@ def change_email(client, address, password=PASSWORD):
 def test_changing_the_address_confirm_from_the_new_one_and_the_old_one_is_told(
     client, make_user, outbox
 ):
-    zoe = make_user('zoe', email='zoe@old.example')
+    zoe = confirmed(make_user('zoe', email='zoe@old.example'))
     sign_in_as(client, zoe)
     response = change_email(client, 'Zoe@New.Example')
     assert response.headers['Location'] == '/settings'
@@ -518,7 +526,7 @@ def test_a_new_address_link_opened_by_another_signed_in_account_changes_nothing(
 
 def request_change(client, make_user, outbox, new='thief@example.com'):
     """zoe, signed in on ``client``, asks to move to ``new``: the two links that sends."""
-    sign_in_as(client, make_user('zoe', email='zoe@example.com'))
+    sign_in_as(client, confirmed(make_user('zoe', email='zoe@example.com')))
     change_email(client, new)
     confirm = link(only_message(outbox, new), '/confirm_new_email/')
     undo = link(only_message(outbox, 'zoe@example.com'), '/undo_email_change/')
@@ -567,17 +575,74 @@ def test_undo_before_the_change_cancels_it(client, make_user, outbox, app):
     assert sessions == 0
 
 
-def test_an_undo_link_for_a_change_superseded_since_does_nothing(client, make_user, outbox, app):
+def test_undo_takes_back_every_change_made_since(client, make_user, outbox, app):
     confirm, undo = request_change(client, make_user, outbox)
     client.post(confirm)
-    # Moved again since, to another address: the first notice's link is spent.
+    # Moved on again, to another address: the notice of that one went to the first.
     change_email(client, 'third@example.com')
     third = link(only_message(outbox, 'third@example.com'), '/confirm_new_email/')
+    thief_undo = link(only_message(outbox, 'thief@example.com'), '/undo_email_change/')
     client.post(third)
     assert user_named('zoe').email == 'third@example.com'
     response = app.test_client().post(undo)
-    assert response.headers['Location'] == '/login'
-    assert user_named('zoe').email == 'third@example.com'
+    assert response.headers['Location'] == '/reset_password'
+    assert user_named('zoe').email == 'zoe@example.com'
+    statuses = db.session.scalars(sa.select(EmailChange.status).order_by(EmailChange.id)).all()
+    assert statuses == ['undone', 'undone']
+    # The link the second notice sent to the thief's first address is spent with it.
+    assert app.test_client().post(thief_undo).headers['Location'] == '/login'
+    assert user_named('zoe').email == 'zoe@example.com'
+
+
+def test_an_old_address_is_kept_for_its_account_while_the_move_can_be_undone(
+    client, make_user, outbox, app
+):
+    confirm, undo = request_change(client, make_user, outbox)
+    client.post(confirm)
+    outbox.wait().clear()
+    # Registering it answers as usual, and makes nothing.
+    stranger = app.test_client()
+    assert register(stranger, 'squatter', 'ZOE@example.com').headers['Location'] == '/login'
+    assert user_named('squatter') is None
+    # Moving another account to it asks as usual; the address is told, nothing moves.
+    other = sign_in_as(app.test_client(), confirmed(make_user('ann')))
+    change_email(other, 'zoe@example.com')
+    told = only_message(outbox, 'zoe@example.com')
+    assert 'already belongs to another Microblog account' in ' '.join(told.body.split())
+    # The account it was kept for may move back to it.
+    assert app.test_client().post(undo).headers['Location'] == '/reset_password'
+    assert user_named('zoe').email == 'zoe@example.com'
+
+
+def test_an_address_is_free_again_once_the_move_can_no_longer_be_undone(
+    client, make_user, outbox, app
+):
+    confirm, _ = request_change(client, make_user, outbox)
+    client.post(confirm)
+    change = db.session.scalar(sa.select(EmailChange))
+    change.confirmed_at = utcnow() - timedelta(seconds=app.config['EMAIL_CHANGE_UNDO_LIFETIME'] + 1)
+    db.session.commit()
+    register(app.test_client(), 'newowner', 'zoe@example.com')
+    assert user_named('newowner').email == 'zoe@example.com'
+
+
+def test_a_never_confirmed_old_address_is_told_but_cannot_undo(client, make_user, outbox, app):
+    zoe = make_user('zoe', email='zoe@typo.example')  # never confirmed
+    sign_in_as(client, zoe)
+    change_email(client, 'zoe@right.example')
+    notice = only_message(outbox, 'zoe@typo.example')
+    assert '/undo_email_change/' not in notice.body + notice.html
+    assert 'cancels the change' in ' '.join(notice.body.split())
+    client.post(link(only_message(outbox, 'zoe@right.example'), '/confirm_new_email/'))
+    change = db.session.scalar(sa.select(EmailChange))
+    token = make_link_token(
+        UNDO_EMAIL_CHANGE,
+        utcnow() + timedelta(hours=1),
+        change_id=change.id,
+        email=change.old_email,
+    )
+    assert app.test_client().post(f'/undo_email_change/{token}').headers['Location'] == '/login'
+    assert user_named('zoe').email == 'zoe@right.example'
 
 
 def test_undo_when_the_old_address_was_taken_meanwhile(client, make_user, outbox, app):
@@ -620,6 +685,8 @@ def test_a_link_of_one_kind_is_refused_as_any_other(client, make_user, route):
     change = EmailChange(
         user_id=user.id,
         old_email=user.email,
+        old_email_key=user.email_key,
+        old_confirmed=True,
         new_email='new@example.com',
         status=EmailChange.PENDING,
     )
@@ -681,7 +748,12 @@ def test_the_settings_gather_the_address_the_password_and_the_sessions(client, m
 def test_a_token_with_the_right_claims_but_another_purpose_is_refused(client, make_user):
     user = make_user('zoe')
     change = EmailChange(
-        user_id=user.id, old_email=user.email, new_email='new@example.com', status='pending'
+        user_id=user.id,
+        old_email=user.email,
+        old_email_key=user.email_key,
+        old_confirmed=True,
+        new_email='new@example.com',
+        status='pending',
     )
     db.session.add(change)
     db.session.commit()
@@ -708,3 +780,31 @@ def test_a_new_address_link_is_dead_once_the_account_has_another_address(client,
     db.session.commit()
     client.post(confirm)
     assert user_named('zoe').email == 'admin-set@example.com'
+
+
+def test_a_change_asked_with_a_password_changed_meanwhile_is_refused(
+    client, make_user, outbox, app, monkeypatch
+):
+    """The owner sets a new password between the thief's form check and its request's write."""
+    from app.auth import account
+
+    zoe = confirmed(make_user('zoe'))
+    thief = sign_in_as(client, zoe)
+    owner = sign_in_as(app.test_client(), zoe)
+    checked = account.ChangeEmailForm.validate_on_submit
+
+    def then_the_owner_changes_the_password(form):
+        valid = checked(form)
+        worker = threading.Thread(target=change_password, args=(owner,))
+        worker.start()
+        worker.join(30)
+        return valid
+
+    monkeypatch.setattr(
+        account.ChangeEmailForm, 'validate_on_submit', then_the_owner_changes_the_password
+    )
+    response = change_email(thief, 'evil@evil.example')
+    assert response.headers['Location'] == '/settings/email'
+    monkeypatch.undo()
+    assert user_named('zoe').check_password(NEW_PASSWORD)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(EmailChange)) == 0

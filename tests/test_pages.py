@@ -131,6 +131,7 @@ def test_errors_and_successes_look_different(client, make_user, auth):
     posted = client.post('/index', data={'post': 'Hello'}, follow_redirects=True)
     assert flashes(posted.text) == [('success', 'Your post is now live!')]
     auth.logout()
+    client.get('/login')  # shows, and so takes, the logout message
     assert flashes(auth.login(password='not-the-password').text) == [
         ('error', 'Invalid username or password')
     ]

@@ -55,12 +55,13 @@ def per_account():
     return f'account:{current_user.id}'
 
 
-def account_changes_limit():
-    return limiter.limit(
-        lambda: current_app.config['RATELIMIT_ACCOUNT_CHANGES'],
-        key_func=per_account,
-        methods=['POST'],
-    )
+# Both forms check the current password: one budget of guesses for the two.
+account_changes_limit = limiter.shared_limit(
+    lambda: current_app.config['RATELIMIT_ACCOUNT_CHANGES'],
+    scope='account-changes',
+    key_func=per_account,
+    methods=['POST'],
+)
 
 
 def signed_in_as_someone_else(user):
@@ -104,7 +105,7 @@ def settings():
 
 @bp.route('/settings/password', methods=['GET', 'POST'])
 @login_required
-@account_changes_limit()
+@account_changes_limit
 def change_password():
     form = ChangePasswordForm(current_user)
     if form.validate_on_submit():
@@ -132,7 +133,7 @@ def change_password():
 
 @bp.route('/settings/email', methods=['GET', 'POST'])
 @login_required
-@account_changes_limit()
+@account_changes_limit
 def change_email():
     """Ask to move the account to a new address: nothing changes until the link is used.
 
@@ -142,10 +143,25 @@ def change_email():
     form = ChangeEmailForm(current_user)
     if form.validate_on_submit():
         user = current_user._get_current_object()
+        # Only while the password is still the one the form checked (a compare-and-set,
+        # which also holds the row): a new password cancels waiting changes, and one
+        # asked for with the old password must not slip in after it.
+        still = db.session.execute(
+            sa.update(User)
+            .where(User.id == user.id, User.password_hash == user.password_hash)
+            .values(password_hash=User.password_hash)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if still != 1:
+            db.session.rollback()
+            flash('Your password was changed meanwhile. Try again.', 'error')
+            return redirect(url_for('auth.change_email'))
         EmailChange.cancel_pending(user)  # the newest request is the one that counts
         change = EmailChange(
             user_id=user.id,
             old_email=user.email,
+            old_email_key=user.email_key,
+            old_confirmed=user.email_confirmed,
             new_email=form.email.data,
             status=EmailChange.PENDING,
             requested_at=utcnow(),
@@ -245,6 +261,25 @@ def confirm_email(token):
     )
 
 
+def move_to(user, address, now):
+    """Give ``user`` the confirmed ``address``, unless another account has it or keeps it.
+
+    False when the address belongs to another account, or is kept for one that moved
+    away from it and may still undo that (EmailChange.reserving).
+    """
+    kept = EmailChange.reserving(address, now).where(EmailChange.user_id != user.id)
+    if db.session.scalar(kept.limit(1)) is not None:
+        return False
+    user.email = address
+    user.email_confirmed_at = now
+    try:
+        with db.session.begin_nested():
+            db.session.flush()
+    except sa.exc.IntegrityError:
+        return False
+    return True
+
+
 def confirmable_change(token):
     """The change a new address's link can still make, or None."""
     payload = read_link_token(CONFIRM_NEW_EMAIL, token, 'change_id', 'email')
@@ -285,11 +320,7 @@ def confirm_new_email(token):
             db.session.rollback()
             flash(INVALID_CONFIRM_LINK, 'error')
             return after_link()
-        user.email = change.new_email
-        user.email_confirmed_at = now
-        try:
-            db.session.flush()
-        except sa.exc.IntegrityError:
+        if not move_to(user, change.new_email, now):
             db.session.rollback()
             flash(
                 f'{change.new_email} belongs to another account now, so yours keeps '
@@ -307,18 +338,40 @@ def confirm_new_email(token):
     )
 
 
+def later_changes(change):
+    """The changes of the same account made after ``change``, oldest first."""
+    return db.session.scalars(
+        sa.select(EmailChange)
+        .where(
+            EmailChange.user_id == change.user_id,
+            EmailChange.id > change.id,
+            EmailChange.status == EmailChange.CONFIRMED,
+        )
+        .order_by(EmailChange.id)
+    ).all()
+
+
 def undoable_change(token):
-    """The change the old address's link can still cancel or undo, or None."""
+    """The change the old address's link can still cancel or undo, or None.
+
+    Only an address that was confirmed when the change was asked for is trusted with
+    it. A change made is undone with every change made after it (a thief may have
+    moved the account on again), as long as the account still has the address the
+    last of them gave it.
+    """
     payload = read_link_token(UNDO_EMAIL_CHANGE, token, 'change_id', 'email')
     if payload is None:
         return None
     change = db.session.get(EmailChange, payload['change_id'])
-    if change is None or change.old_email != payload['email']:
+    if change is None or change.old_email != payload['email'] or not change.old_confirmed:
         return None
-    if change.status == EmailChange.PENDING and change.user.email == change.old_email:
+    user = change.user
+    if change.status == EmailChange.PENDING and user.email == change.old_email:
         return change
-    if change.status == EmailChange.CONFIRMED and change.user.email == change.new_email:
-        return change
+    if change.status == EmailChange.CONFIRMED:
+        last = ([change, *later_changes(change)])[-1]
+        if user.email == last.new_email:
+            return change
     return None
 
 
@@ -353,6 +406,8 @@ def undo_email_change(token):
             return after_link()
         EmailChange.cancel_pending(user)
         if made:
+            for later in later_changes(change):
+                later.status, later.ended_at = EmailChange.UNDONE, utcnow()
             user.email = change.old_email
             user.email_confirmed_at = utcnow()
         try:

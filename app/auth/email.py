@@ -182,7 +182,8 @@ def build_new_address_email(data):
     if change.status != EmailChange.PENDING:
         raise DropMessage(f'the change is {change.status}')
     owner = db.session.scalar(User.by_email(change.new_email))
-    if owner is not None and owner.id != change.user_id:
+    kept = EmailChange.reserving(change.new_email).where(EmailChange.user_id != change.user_id)
+    if (owner is not None and owner.id != change.user_id) or db.session.scalar(kept.limit(1)):
         return Envelope(
             to=change.new_email,
             context={'change': change, 'taken': True, 'login_url': public_url('auth.login')},
@@ -213,16 +214,19 @@ def build_email_change_notice(data):
     if change.status in (EmailChange.CANCELLED, EmailChange.UNDONE):
         raise DropMessage(f'the change is {change.status}')
     seconds, expires_at = link_lifetime('EMAIL_CHANGE_UNDO_LIFETIME')
-    token = make_link_token(
-        UNDO_EMAIL_CHANGE, expires_at, change_id=change.id, email=change.old_email
-    )
+    undo_url = None
+    if change.old_confirmed:  # an address never confirmed is not trusted to undo anything
+        token = make_link_token(
+            UNDO_EMAIL_CHANGE, expires_at, change_id=change.id, email=change.old_email
+        )
+        undo_url = public_url('auth.undo_email_change', token=token)
     return Envelope(
         to=change.old_email,
         context={
             'change': change,
             'user': change.user,
             'made': change.status == EmailChange.CONFIRMED,
-            'undo_url': public_url('auth.undo_email_change', token=token),
+            'undo_url': undo_url,
             'valid_for': describe_duration(seconds),
             'reset_request_url': public_url('auth.reset_password_request'),
         },

@@ -119,12 +119,16 @@ def register():
         # An email about an account carries a reset link: it shares the reset emails'
         # silent limit per (client address, address), counted either way.
         may_email_owner = reset_email_allowed(address)
-        try:
-            with db.session.begin_nested():
-                db.session.add(user)
-            made = True
-        except sa.exc.IntegrityError:
-            made = False
+        # An address an account moved away from is kept for it while the move can be
+        # undone (EmailChange.reserving): registering it then makes nothing, as if taken.
+        made = False
+        if db.session.scalar(EmailChange.reserving(address).limit(1)) is None:
+            try:
+                with db.session.begin_nested():
+                    db.session.add(user)
+                made = True
+            except sa.exc.IntegrityError:
+                pass
         # Asked either way, so that both ways run the same statements: a registration
         # just now may have taken the name after the form checked it.
         holder = db.session.scalar(

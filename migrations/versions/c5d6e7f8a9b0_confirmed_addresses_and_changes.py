@@ -5,7 +5,8 @@ sent to it. Accounts made before this have never confirmed theirs, so it starts
 empty and their owners see a notice with a link to confirm.
 
 ``email_change``: a change of address asked for, waiting for the new address's
-link, made, cancelled or undone. Its rows hold addresses and times, never a token.
+link, made, cancelled or undone. Its rows hold addresses and times, never a token;
+the old address's key keeps it for its account while the change can be undone.
 
 Revision ID: c5d6e7f8a9b0
 Revises: 4e5f6a7b8c9d
@@ -33,6 +34,8 @@ def upgrade():
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('user_id', sa.Integer(), nullable=False),
         sa.Column('old_email', sa.String(length=120), nullable=False),
+        sa.Column('old_email_key', sa.String(length=320), nullable=False),
+        sa.Column('old_confirmed', sa.Boolean(), nullable=False),
         sa.Column('new_email', sa.String(length=120), nullable=False),
         sa.Column('status', sa.String(length=16), nullable=False),
         sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
@@ -42,12 +45,16 @@ def upgrade():
         sa.PrimaryKeyConstraint('id'),
     )
     with op.batch_alter_table('email_change', schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f('ix_email_change_old_email_key'), ['old_email_key'], unique=False
+        )
         batch_op.create_index(batch_op.f('ix_email_change_user_id'), ['user_id'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('email_change', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_email_change_user_id'))
+        batch_op.drop_index(batch_op.f('ix_email_change_old_email_key'))
     op.drop_table('email_change')
     # Not in batch mode: on SQLite that copies the table, and the copy would lose the
     # index on lower(username).
