@@ -354,6 +354,10 @@ def test_undo_from_the_old_address(browser, page, camera, mail_server, live_serv
     username = unique('gus')
     old, thief = f'{username}@example.com', f'{username}-thief@example.com'
     register(page, camera, username, email=old)
+    welcome = email_to(mail_server, old, '[Microblog] Confirm your email address')
+    page.goto(link_in(welcome, '/confirm_email/'))
+    page.get_by_role('button', name='Confirm my address').click()
+    page.wait_for_url('**/login')
     login(page, username)
     page.wait_for_url('**/index')
     page.goto('/settings/email')
