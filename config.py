@@ -153,6 +153,14 @@ class Config:
 
     RESET_PASSWORD_TOKEN_TTL = env_int('RESET_PASSWORD_TOKEN_TTL', 600)
 
+    # Seconds a link confirming an address (after registering, or a new one) stays valid.
+    CONFIRM_EMAIL_TOKEN_TTL = env_int('CONFIRM_EMAIL_TOKEN_TTL', 3 * 86400)
+    # Seconds the old address's link can cancel a change of address, or undo it once made.
+    EMAIL_CHANGE_UNDO_LIFETIME = env_int('EMAIL_CHANGE_UNDO_LIFETIME', 7 * 86400)
+    # Whether an account whose address is not confirmed yet may post (it may use the
+    # rest of the site either way).
+    UNCONFIRMED_CAN_POST = env_bool('UNCONFIRMED_CAN_POST', True)
+
     # How passwords are hashed, as Werkzeug names it ('scrypt', 'scrypt:32768:8:1',
     # 'pbkdf2:sha256:1000000'). Hashes made by another method still check, so changing it
     # applies to each password as it is next set.
@@ -194,6 +202,13 @@ class Config:
         os.environ.get('RATELIMIT_LOGIN_PER_USERNAME') or '20 per minute;100 per hour'
     )
 
+    # Confirmation links sent again, per account.
+    RATELIMIT_CONFIRM_RESEND = os.environ.get('RATELIMIT_CONFIRM_RESEND') or '3 per hour'
+    # Attempts to change the password or the address (each asks for the current
+    # password), per account: a stolen session cannot guess the password there.
+    RATELIMIT_ACCOUNT_CHANGES = (
+        os.environ.get('RATELIMIT_ACCOUNT_CHANGES') or '5 per minute;20 per hour'
+    )
     RATELIMIT_REGISTER_PER_ADDRESS = (
         os.environ.get('RATELIMIT_REGISTER_PER_ADDRESS') or '20 per hour'
     )

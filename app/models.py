@@ -72,6 +72,8 @@ class User(UserMixin, db.Model):
     last_seen: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime, default=utcnow)
     # A successful login ends the reset links sent before it: see reset_state.
     last_login_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # When the owner of ``email`` opened the link sent to it; None until then.
+    email_confirmed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
 
     posts: so.WriteOnlyMapped['Post'] = so.relationship(back_populates='author')
     following: so.WriteOnlyMapped['User'] = so.relationship(
@@ -162,14 +164,38 @@ class User(UserMixin, db.Model):
             .order_by(Post.timestamp.desc(), Post.id.desc())
         )
 
-    # Reset links are bound to the password and to the last login: a new password
-    # or a successful login ends every link sent before it.
+    # Reset links are bound to the password, the last login and the address they were
+    # sent to: a new password, a successful login or a new address ends every link
+    # sent before it.
     def reset_state(self, key=None):
         """A keyed fingerprint of what a reset link must still find to be valid."""
-        key = key or current_app.config['SECRET_KEY']
         last_login = self.last_login_at.isoformat() if self.last_login_at else ''
-        message = f'reset-state:{self.password_hash or ""}:{last_login}'.encode()
-        return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
+        return keyed_state(key, 'reset-state', self.password_hash or '', last_login, self.email_key)
+
+    # A confirmation link is bound to the address it confirms and to its not being
+    # confirmed yet: once used, or once the address changes, it is dead.
+    def confirm_state(self, key=None):
+        """A keyed fingerprint of what a link confirming the address must still find."""
+        confirmed = self.email_confirmed_at.isoformat() if self.email_confirmed_at else ''
+        return keyed_state(key, 'confirm-state', self.id, self.email_key, confirmed)
+
+    def has_confirm_state(self, state):
+        """Whether ``state`` is this user's confirmation state under any accepted key."""
+        state = str(state)
+        return any(hmac.compare_digest(state, self.confirm_state(key)) for key in signing_keys())
+
+    @property
+    def email_confirmed(self):
+        return self.email_confirmed_at is not None
+
+    def pending_email_change(self):
+        """The change of address waiting for its confirmation link, or None."""
+        return db.session.scalar(
+            sa.select(EmailChange)
+            .where(EmailChange.user_id == self.id, EmailChange.status == EmailChange.PENDING)
+            .order_by(EmailChange.id.desc())
+            .limit(1)
+        )
 
     def get_id(self):
         """The key of the server-side session this user was loaded through (see auth.sessions)."""
@@ -209,6 +235,13 @@ class User(UserMixin, db.Model):
         """
         state = str(state)
         return any(hmac.compare_digest(state, self.reset_state(key)) for key in signing_keys())
+
+
+def keyed_state(key, *parts):
+    """An HMAC of ``parts`` under ``key`` (the current secret key by default), 32 hex digits."""
+    key = key or current_app.config['SECRET_KEY']
+    message = ':'.join(str(part) for part in parts).encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 def signing_keys():
@@ -284,6 +317,70 @@ class UserSession(db.Model):
 
     def __repr__(self):
         return f'<UserSession {self.id} {self.purpose} of user {self.user_id}>'
+
+
+class EmailChange(db.Model):
+    """A request to move an account to a new address, and what became of it.
+
+    The account keeps its address, and every email (resets included) keeps going
+    there, until the link sent to the new address is used. The old address is told,
+    with a link that cancels the change or, once made, undoes it for a while. Each
+    link names this row: it works once, for this change only.
+    """
+
+    __tablename__ = 'email_change'
+
+    PENDING = 'pending'  # waiting for the new address's link
+    CONFIRMED = 'confirmed'  # made: the account has the new address
+    CANCELLED = 'cancelled'  # cancelled from the old address, or by a newer request or password
+    UNDONE = 'undone'  # made, then undone from the old address
+    STATUSES = (PENDING, CONFIRMED, CANCELLED, UNDONE)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(User.id), index=True)
+    old_email: so.Mapped[str] = so.mapped_column(sa.String(120))
+    # The old address's lookup key: while the change can be undone, nobody else may take it.
+    old_email_key: so.Mapped[str] = so.mapped_column(sa.String(320), index=True)
+    # Whether the old address was confirmed when the change was asked for: only then is
+    # it trusted to cancel or undo the change.
+    old_confirmed: so.Mapped[bool] = so.mapped_column(default=False)
+    new_email: so.Mapped[str] = so.mapped_column(sa.String(120))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16), default=PENDING)
+    requested_at: so.Mapped[datetime] = so.mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    ended_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+
+    user: so.Mapped[User] = so.relationship()
+
+    def __repr__(self):
+        return f'<EmailChange {self.id} {self.status} of user {self.user_id}>'
+
+    @classmethod
+    def reserving(cls, address, now=None):
+        """A select of the changes, still undoable, that keep ``address`` for their account.
+
+        An address an account moved away from stays its own for EMAIL_CHANGE_UNDO_LIFETIME:
+        whoever moved it (a thief, say) cannot register it or move another account to it
+        in the meantime, so that undoing the change can always put it back.
+        """
+        now = now or utcnow()
+        since = now - timedelta(seconds=current_app.config['EMAIL_CHANGE_UNDO_LIFETIME'])
+        return sa.select(cls.user_id).where(
+            cls.old_email_key == email_lookup_key(address),
+            cls.old_confirmed.is_(True),
+            cls.status == cls.CONFIRMED,
+            cls.confirmed_at > since,
+        )
+
+    @classmethod
+    def cancel_pending(cls, user):
+        """Cancel the changes of ``user`` still waiting for their link (in the transaction)."""
+        db.session.execute(
+            sa.update(cls)
+            .where(cls.user_id == user.id, cls.status == cls.PENDING)
+            .values(status=cls.CANCELLED, ended_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
 
 # Usernames are unique ignoring case, in the database, so that no code path can create

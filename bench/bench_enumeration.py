@@ -16,10 +16,12 @@ then all unknown), its control "reversed" (all unknown, then all known) and inte
 drain between orders, so that each starts with idle workers. For each it prints the medians,
 the 90th percentiles and the Mann-Whitney AUC: the probability that a known request is
 slower than an unknown one (0.5: time tells nothing). Then it waits one whole cadence and
-checks that every email of a known address reached the sink, and times POST /login with a
-wrong password against an unknown username (interleaved).
+checks that every email of a known address reached the sink, times POST /login with a
+wrong password against an unknown username (interleaved), and POST /register with the known
+address against fresh ones (blocks, reversed, interleaved; a new username each time).
 
     .venv/bin/python bench/bench_enumeration.py [--requests 100] [--rounds 3] [--logins 50]
+        [--registrations 50]
 """
 
 import argparse
@@ -164,7 +166,37 @@ def login_requests(server, username, count):
     return samples
 
 
-def run_mode(workdir, mode, count, rounds, logins):
+def registration_requests(server, known, count, tag):
+    """POST /register with the known address or a fresh one, each with a new username.
+
+    Blocks (all known, then all unknown), reversed (its control) and interleaved; a known
+    address makes no account and emails its owner, an unknown one makes an account and sends
+    it a confirmation link.
+    """
+    browser = Browser()
+    url = server.base + '/register'
+    password = 'quiet-Meadow-lantern-42'
+    results = {}
+    for order in ('blocks', 'reversed', 'interleaved'):
+        if order == 'blocks':
+            sequence = ['known'] * count + ['unknown'] * count
+        elif order == 'reversed':  # the control of blocks
+            sequence = ['unknown'] * count + ['known'] * count
+        else:
+            sequence = ['known', 'unknown'] * count
+        samples = {'known': [], 'unknown': []}
+        for number, label in enumerate(sequence):
+            name = f'r{tag}{order[0]}{number}'
+            address = known if label == 'known' else f'{name}@example.com'
+            data = {'username': name, 'email': address, 'password': password}
+            status, seconds = browser.submit(url, data | {'password2': password})
+            assert status == 302, f'{label} registration answered {status}'
+            samples[label].append(seconds)
+        results[order] = samples
+    return results
+
+
+def run_mode(workdir, mode, count, rounds, logins, registrations):
     """Every measurement for one serving mode; a list of result rows and the checks."""
     sink = Sink()
     smtp_port = free_port()
@@ -197,6 +229,10 @@ def run_mode(workdir, mode, count, rounds, logins):
             }
             if logins:
                 rows.append((mode, 'login', 0, login_requests(server, username, logins), None))
+            if registrations:
+                found = registration_requests(server, known, registrations, mode)
+                for order, samples in found.items():
+                    rows.append((mode, f'register/{order[:3]}', 0, samples, None))
         finally:
             server.stop()
     finally:
@@ -209,11 +245,15 @@ def main():
     parser.add_argument('--requests', type=int, default=100, help='known (and unknown) per order')
     parser.add_argument('--rounds', type=int, default=3, help='times each order is run')
     parser.add_argument('--logins', type=int, default=50, help='logins of each kind (0: none)')
+    parser.add_argument(
+        '--registrations', type=int, default=50, help='registrations of each kind (0: none)'
+    )
     parser.add_argument('--modes', default='sync,threads', help='sync, threads or both')
     args = parser.parse_args()
     count = min(max(args.requests, 2), 1000)
     rounds = min(max(args.rounds, 1), 10)
     logins = min(max(args.logins, 0), 500)
+    registrations = min(max(args.registrations, 0), 500)
     modes = [mode for mode in args.modes.split(',') if mode in MODES]
 
     started = time.monotonic()
@@ -221,7 +261,7 @@ def main():
     results, all_checks = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         for mode in modes:
-            rows, checks = run_mode(workdir, mode, count, rounds, logins)
+            rows, checks = run_mode(workdir, mode, count, rounds, logins, registrations)
             results += rows
             all_checks[mode] = checks
 
@@ -240,7 +280,7 @@ def main():
         )
         rows = [row for row in results if row[0] == mode]
         for _, order, round_, samples, busy in rows:
-            if order != 'login':
+            if order != 'login' and not order.startswith('register'):
                 print_rows(order, str(round_ + 1), samples, busy)
         if rounds > 1:
             for order in ('blocks', 'reversed', 'interleaved'):
@@ -251,7 +291,7 @@ def main():
                             pooled[label] += samples[label]
                 print_rows(order, 'all', pooled, None)
         for _, order, _, samples, _ in rows:
-            if order == 'login':
+            if order == 'login' or order.startswith('register'):
                 print_rows(order, '', samples, None)
         checks = all_checks[mode]
         print(
@@ -263,9 +303,9 @@ def main():
         )
     print(
         '\nAUC: probability that a known-address request (a wrong password) is slower than an '
-        'unknown one; 0.5: time tells nothing. "sent meanwhile": emails the sink received while '
-        'the requests of that label were being made. "reversed" is the control of "blocks": '
-        'unknown first, then known.'
+        'unknown one (for register: an address with an account); 0.5: time tells nothing. '
+        '"sent meanwhile": emails the sink received while the requests of that label were '
+        'being made. "reversed" is the control of "blocks": unknown first, then known.'
     )
     print(
         f'By chance alone (independent samples), the AUC of {count} against {count} falls '

@@ -6,9 +6,9 @@ from wtforms import BooleanField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
 
 from app import db
-from app.addresses import UndeliverableAddressError, deliverable_address
+from app.addresses import UndeliverableAddressError, deliverable_address, lookup_key
 from app.models import User
-from app.security import PASSWORD_MAX_LENGTH, StrongPassword
+from app.security import PASSWORD_MAX_LENGTH, StrongPassword, check_login
 
 # Matched against the whole name (fullmatch): with re.match and `$`, 'Bob\n' passed,
 # since `$` also matches before a trailing newline.
@@ -95,18 +95,23 @@ class RegistrationForm(FlaskForm):
         if username_taken(username.data):
             raise ValidationError('Please use a different username.')
 
+    # Whether an account already has the address is not checked here: the form must
+    # not tell. The register view finds out from the unique index, and either way
+    # says "check your email".
     def validate_email(self, email):
-        """Keep the address in its normal form, if mail can reach it and no account has it."""
-        try:
-            address = deliverable_address(email.data)
-        except UndeliverableAddressError as exc:
-            raise ValidationError(str(exc)) from None
-        max_length = User.email.type.length
-        if len(address) > max_length:
-            raise ValidationError(f'Use an address of at most {max_length} characters.')
-        if db.session.scalar(User.by_email(address)) is not None:
-            raise ValidationError('Please use a different email address.')
-        email.data = address
+        email.data = account_address(email.data)
+
+
+def account_address(typed):
+    """The normal form of an address an account can have, or a ValidationError saying why not."""
+    try:
+        address = deliverable_address(typed)
+    except UndeliverableAddressError as exc:
+        raise ValidationError(str(exc)) from None
+    max_length = User.email.type.length
+    if len(address) > max_length:
+        raise ValidationError(f'Use an address of at most {max_length} characters.')
+    return address
 
 
 class ResetPasswordRequestForm(FlaskForm):
@@ -130,6 +135,59 @@ class ResetPasswordForm(FlaskForm):
         self.account_username = user.username
         self.account_email = user.email
         self.account_password_hash = user.password_hash
+
+
+class AccountForm(FlaskForm):
+    """A form of the settings pages: it knows the account, for the password checks."""
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        # Read by StrongPassword: a new password is checked against the account.
+        self.account_username = user.username
+        self.account_email = user.email
+        self.account_password_hash = user.password_hash
+
+    def validate_current_password(self, field):
+        # check_login spends the same time whatever it finds (app.security).
+        if not check_login(self.user, field.data or ''):
+            raise ValidationError('That is not your current password.')
+
+
+def current_password_field():
+    return PasswordField(
+        'Current password', validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
+    )
+
+
+class ChangePasswordForm(AccountForm):
+    current_password = current_password_field()
+    password = PasswordField('New password', validators=[DataRequired(), StrongPassword()])
+    password2 = PasswordField(
+        'Repeat new password',
+        validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
+    )
+    submit = SubmitField('Change password')
+
+
+class ChangeEmailForm(AccountForm):
+    email = StringField(
+        'New email address', filters=[strip_spaces], validators=[DataRequired(), Length(max=320)]
+    )
+    current_password = current_password_field()
+    submit = SubmitField('Send a confirmation link')
+
+    def validate_email(self, field):
+        address = account_address(field.data)
+        if lookup_key(address) == self.user.email_key:
+            raise ValidationError('That is already your address.')
+        field.data = address
+
+
+class ButtonForm(FlaskForm):
+    """A form that is only a button (and its CSRF token)."""
+
+    submit = SubmitField('Confirm')
 
 
 class LogoutForm(FlaskForm):

@@ -8,7 +8,12 @@ from flask_login import current_user, login_required
 from app import db, limiter
 from app.addresses import normalize_address
 from app.auth import bp
-from app.auth.email import queue_password_changed_email, queue_password_reset_email
+from app.auth.email import (
+    queue_confirmation_email,
+    queue_password_changed_email,
+    queue_password_reset_email,
+    queue_registration_attempt_email,
+)
 from app.auth.forms import (
     ConfirmResetForm,
     EndOtherSessionsForm,
@@ -17,7 +22,6 @@ from app.auth.forms import (
     RegistrationForm,
     ResetPasswordForm,
     ResetPasswordRequestForm,
-    commit_or_explain,
 )
 from app.auth.sessions import (
     RESET_KEY,
@@ -31,7 +35,7 @@ from app.auth.sessions import (
     sign_in,
     sign_out,
 )
-from app.models import User, decode_signed, hash_password
+from app.models import EmailChange, User, decode_signed, hash_password
 from app.ratelimits import (
     LoginAttempt,
     holds_device_cookie_for_typed_username,
@@ -106,12 +110,45 @@ def register():
         return redirect(url_for('main.index'))
     form = RegistrationForm()
     if form.validate_on_submit():
-        user = User(username=form.username.data, email=form.email.data)
+        address = form.email.data
+        user = User(username=form.username.data, email=address)
         user.set_password(form.password.data)
-        db.session.add(user)
-        if commit_or_explain(form):
-            flash('Congratulations, you are now a registered user!', 'success')
-            return redirect(url_for('auth.login'))
+        # The unique index, not a question asked first, finds out whether the address
+        # has an account: both ways do the same work and give the same answer, and the
+        # email tells the owner of the address which it was.
+        # An email about an account carries a reset link: it shares the reset emails'
+        # silent limit per (client address, address), counted either way.
+        may_email_owner = reset_email_allowed(address)
+        # An address an account moved away from is kept for it while the move can be
+        # undone (EmailChange.reserving): registering it then makes nothing, as if taken.
+        made = False
+        if db.session.scalar(EmailChange.reserving(address).limit(1)) is None:
+            try:
+                with db.session.begin_nested():
+                    db.session.add(user)
+                made = True
+            except sa.exc.IntegrityError:
+                pass
+        # Asked either way, so that both ways run the same statements: a registration
+        # just now may have taken the name after the form checked it.
+        holder = db.session.scalar(
+            sa.select(User.id).where(sa.func.lower(User.username) == user.username.lower())
+        )
+        if holder is not None and holder != user.id:
+            db.session.rollback()
+            form.username.errors.append('Please use a different username.')
+            return render_template('auth/register.html', title='Register', form=form)
+        if made:
+            queue_confirmation_email(user)
+        elif may_email_owner:
+            queue_registration_attempt_email(address)
+        db.session.commit()
+        flash(
+            f'Check your email: we sent a message to {address}. Open the link in it to '
+            'confirm your address, then sign in.',
+            'info',
+        )
+        return redirect(url_for('auth.login'))
     return render_template('auth/register.html', title='Register', form=form)
 
 
@@ -188,6 +225,8 @@ def reset_password_form():
             return redirect(url_for('auth.reset_password_request'))
         session.pop(RESET_KEY, None)
         end_all_sessions(user)  # this reset, and every session signed in as the user
+        # A change of address asked for with the old password waits no more.
+        EmailChange.cancel_pending(user)
         queue_password_changed_email(user)
         db.session.commit()  # the new password, the ended sessions and the notice together
         trust_this_browser(user)  # it has shown it reads the owner's email: app.ratelimits

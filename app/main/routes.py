@@ -162,6 +162,10 @@ def page_links(endpoint, page, **values):
 @login_required
 def index():
     form = PostForm()
+    may_post = current_user.email_confirmed or current_app.config['UNCONFIRMED_CAN_POST']
+    if request.method == 'POST' and not may_post:
+        flash('Confirm your email address to post: open the link we sent you.', 'error')
+        return redirect(url_for('main.index'))
     if form.validate_on_submit():
         post = Post(body=form.post.data.strip(), author=current_user)
         db.session.add(post)
@@ -174,6 +178,7 @@ def index():
         'index.html',
         title='Home',
         form=form,
+        may_post=may_post,
         posts=page.items,
         newer_url=newer_url,
         older_url=older_url,

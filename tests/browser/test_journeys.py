@@ -51,7 +51,7 @@ def email_to(mail_server, address, subject, deadline=20):
 def test_register_login_post_and_logout(page, camera):
     username = unique('ann')
     register(page, camera, username)
-    assert 'Congratulations, you are now a registered user!' in page.content()
+    assert page.locator('.flash').inner_text().startswith('Check your email: we sent a message to')
     camera.shoot(page, 'login')
     login(page, username)
     page.wait_for_url('**/index')
@@ -254,3 +254,163 @@ def test_every_input_has_a_label_and_can_be_reached(page, camera):
         assert page.evaluate(UNLABELLED) == [], path
         assert page.evaluate(FOCUSABLE) == [], path
         camera.shoot(page, path.strip('/').replace('/', '-'))
+
+
+def wait_for_email(mail_server, address, text, deadline=20):
+    """The first email to ``address`` whose text part contains ``text``, waiting for it."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for received in list(mail_server.messages):
+            if address in received.rcpt_tos and text in received.part('text/plain'):
+                return received
+        time.sleep(0.05)
+    raise AssertionError(f'no email to {address} saying {text!r}')
+
+
+def link_in(email, path):
+    """The link to ``path`` in the text part of an email, the same one as in its HTML part."""
+    found = re.search(rf'http://\S+{path}\S+', email.part('text/plain'))[0]
+    assert found in email.part('text/html')
+    return found
+
+
+def test_account_emails_from_registration_to_a_new_address(
+    browser, page, camera, mail_server, live_server
+):
+    """Register, confirm, move to a new address, change the password, then forget it."""
+    username = unique('fay')
+    old, new = f'{username}@old.example', f'{username}@new.example'
+    register(page, camera, username, email=old)
+    camera.shoot(page, 'check-your-email')
+    welcome = email_to(mail_server, old, '[Microblog] Confirm your email address')
+    shoot_email(browser, camera, welcome.part('text/html'), 'confirm-email')
+    login(page, username)
+    page.wait_for_url('**/index')
+    page.get_by_role('link', name='Profile').click()
+    assert page.get_by_text('is not confirmed yet').is_visible()
+    camera.shoot(page, 'profile-unconfirmed')
+
+    page.goto(link_in(welcome, '/confirm_email/'))
+    camera.shoot(page, 'confirm-page')
+    page.get_by_role('button', name='Confirm my address').click()
+    page.wait_for_url('**/settings')
+    assert page.get_by_text(f'Thank you: {old} is confirmed.').is_visible()
+    assert page.locator('.badge-ok').inner_text() == 'confirmed'
+    camera.shoot(page, 'settings-confirmed')
+
+    page.get_by_role('link', name='Change your email address').click()
+    camera.shoot(page, 'change-email')
+    page.get_by_label('New email address').fill(new)
+    page.get_by_label('Current password').fill(PASSWORD)
+    page.get_by_role('button', name='Send a confirmation link').click()
+    page.wait_for_url('**/settings')
+    assert page.get_by_text('Waiting for you to open the link sent to').is_visible()
+    camera.shoot(page, 'settings-waiting')
+    notice = email_to(mail_server, old, '[Microblog] A change of your email address')
+    shoot_email(browser, camera, notice.part('text/html'), 'change-notice-email')
+    confirm = email_to(mail_server, new, '[Microblog] Confirm your new email address')
+    shoot_email(browser, camera, confirm.part('text/html'), 'confirm-new-email')
+
+    page.goto(link_in(confirm, '/confirm_new_email/'))
+    camera.shoot(page, 'confirm-new-page')
+    page.get_by_role('button', name=f'Use {new}').click()
+    page.wait_for_url('**/settings')
+    assert page.get_by_text(f'Your email address is now {new}.').is_visible()
+    wait_for_email(mail_server, old, 'was changed from')  # the second notice: it is made
+
+    page.get_by_role('link', name='Change your password').click()
+    camera.shoot(page, 'change-password')
+    page.get_by_label('Current password').fill(PASSWORD)
+    page.get_by_label('New password', exact=True).fill(NEW_PASSWORD)
+    page.get_by_label('Repeat new password').fill(NEW_PASSWORD)
+    page.get_by_role('button', name='Change password').click()
+    page.wait_for_url('**/settings')
+    assert page.get_by_text('Your password has been changed.').is_visible()
+    camera.shoot(page, 'password-changed')
+    changed = email_to(mail_server, new, '[Microblog] Your password was changed')
+    shoot_email(browser, camera, changed.part('text/html'), 'password-changed-email')
+    logout(page)
+
+    # Forgotten: the reset goes to the confirmed, new address, and only there.
+    page.goto('/reset_password_request')
+    page.get_by_label('Email').fill(old)
+    page.get_by_role('button', name='Request Password Reset').click()
+    page.wait_for_url('**/login')
+    page.goto('/reset_password_request')
+    page.get_by_label('Email').fill(new)
+    page.get_by_role('button', name='Request Password Reset').click()
+    email_to(mail_server, new, '[Microblog] Reset Your Password')
+    # Both requests were stored before the pages returned, and the worker takes them in order.
+    assert not [
+        received
+        for received in mail_server.messages
+        if old in received.rcpt_tos
+        and received.message['Subject'] == '[Microblog] Reset Your Password'
+    ]
+
+
+def test_undo_from_the_old_address(browser, page, camera, mail_server, live_server):
+    """Someone who knows the password moves the account; the owner takes it back."""
+    username = unique('gus')
+    old, thief = f'{username}@example.com', f'{username}-thief@example.com'
+    register(page, camera, username, email=old)
+    welcome = email_to(mail_server, old, '[Microblog] Confirm your email address')
+    page.goto(link_in(welcome, '/confirm_email/'))
+    page.get_by_role('button', name='Confirm my address').click()
+    page.wait_for_url('**/login')
+    login(page, username)
+    page.wait_for_url('**/index')
+    page.goto('/settings/email')
+    page.get_by_label('New email address').fill(thief)
+    page.get_by_label('Current password').fill(PASSWORD)
+    page.get_by_role('button', name='Send a confirmation link').click()
+    page.wait_for_url('**/settings')
+    confirm = email_to(mail_server, thief, '[Microblog] Confirm your new email address')
+    page.goto(link_in(confirm, '/confirm_new_email/'))
+    page.get_by_role('button', name=f'Use {thief}').click()
+    page.wait_for_url('**/settings')
+
+    notice = email_to(mail_server, old, '[Microblog] A change of your email address')
+    made = wait_for_email(mail_server, old, 'was changed from')
+    shoot_email(browser, camera, made.part('text/html'), 'change-made-email')
+    owner = browser.new_context(base_url=live_server, viewport={'width': 1000, 'height': 700})
+    owner_page = owner.new_page()
+    try:
+        owner_page.goto(link_in(notice, '/undo_email_change/'))
+        camera.shoot(owner_page, 'undo-page')
+        owner_page.get_by_role('button', name=f'Put back {old}').click()
+        owner_page.wait_for_url('**/reset_password')
+        assert owner_page.get_by_text(f'Your email address is {old} again').is_visible()
+        camera.shoot(owner_page, 'undo-then-new-password')
+        owner_page.get_by_label('Password', exact=True).fill(NEW_PASSWORD)
+        owner_page.get_by_label('Repeat Password').fill(NEW_PASSWORD)
+        owner_page.get_by_role('button', name='Set New Password').click()
+        owner_page.wait_for_url('**/login')
+    finally:
+        owner.close()
+    # The thief's session ended with the undo.
+    page.goto('/settings')
+    page.wait_for_url('**/login?next=%2Fsettings')
+
+
+def test_a_taken_address_and_a_link_for_someone_else(browser, page, camera, mail_server):
+    """Registering with a taken address reads like any registration; the owner is told."""
+    owner = unique('hal')
+    register(page, camera, owner)
+    welcome = email_to(
+        mail_server, f'{owner}@example.com', '[Microblog] Confirm your email address'
+    )
+    register(page, camera, unique('ivy'), email=f'{owner}@example.com')
+    assert page.locator('.flash').inner_text().startswith('Check your email: we sent a message to')
+    told = email_to(mail_server, f'{owner}@example.com', '[Microblog] You already have an account')
+    shoot_email(browser, camera, told.part('text/html'), 'already-registered-email')
+
+    # Someone else, signed in, opens the owner's confirmation link: nothing happens.
+    other = unique('jon')
+    register(page, camera, other)
+    login(page, other)
+    page.wait_for_url('**/index')
+    response = page.goto(link_in(welcome, '/confirm_email/'))
+    assert response.status == 403
+    assert page.get_by_role('heading', name='This link is for another account').is_visible()
+    camera.shoot(page, 'link-for-another-account')

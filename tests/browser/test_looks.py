@@ -65,10 +65,14 @@ def test_errors_are_red_and_successes_green(sized_page, camera):
     camera.shoot(page, 'register-errors')
 
     username = new_name()
-    register(page, camera, username)
+    registered_and_logged_in(page, camera, username)
+    page.get_by_label('Say something').fill('Green for good news')
+    page.get_by_role('button', name='Submit').click()
     success = page.locator('.flash')
-    assert success.inner_text() == 'Congratulations, you are now a registered user!'
+    assert success.inner_text() == 'Your post is now live!'
     assert success.evaluate('el => getComputedStyle(el).color') == 'rgb(30, 86, 49)'
+    page.get_by_role('button', name='Logout').click()
+    page.wait_for_url('**/login')
     login(page, username, 'not-the-password')
     error = page.locator('.flash')
     assert error.inner_text() == 'Invalid username or password'
