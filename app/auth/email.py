@@ -1,6 +1,7 @@
 """The kinds of email auth sends, and how each is built when it leaves."""
 
 from flask import current_app, url_for
+from flask_babel import lazy_gettext as _l
 
 from app import db
 from app.mail import DropMessage, Envelope, email_kind, queue_email
@@ -24,7 +25,9 @@ def queue_password_reset_email(address):
     return queue_email('reset_password', {'email': address}, recipient=address)
 
 
-@email_kind('reset_password', subject='[Microblog] Reset Your Password', wake=False, expires=True)
+@email_kind(
+    'reset_password', subject=_l('[Microblog] Reset Your Password'), wake=False, expires=True
+)
 def build_password_reset_email(data):
     """The reset email, with a link minted now: valid for its whole lifetime from here."""
     user = db.session.scalar(User.by_email(data['email']))
@@ -36,12 +39,15 @@ def build_password_reset_email(data):
         decoy = 'no account has this address'
     ttl = current_app.config['RESET_PASSWORD_TOKEN_TTL']
     token = user.get_reset_password_token(ttl)
+    # The account's language decides, never the requester's. A decoy is rendered in
+    # the default language: the same work, and nothing learnt about the address.
     return Envelope(
+        locale=user.locale if decoy is None else None,
         to=user.email if decoy is None else 'nobody@example.com',
         context={
             'user': user,
             'reset_url': public_url('auth.reset_password', token=token),
-            'valid_for': describe_duration(ttl),
+            'valid_for': ttl,  # seconds, in words in the email's language: | duration
         },
         decoy=decoy,
     )
@@ -52,7 +58,7 @@ def queue_password_changed_email(user):
     return queue_email('password_changed', {'user_id': user.id}, recipient=user.email)
 
 
-@email_kind('password_changed', subject='[Microblog] Your password was changed')
+@email_kind('password_changed', subject=_l('[Microblog] Your password was changed'))
 def build_password_changed_email(data):
     """Tell the account's owner that its password was changed, and what to do if it was not them."""
     user = db.session.get(User, data['user_id'])
@@ -61,15 +67,5 @@ def build_password_changed_email(data):
     return Envelope(
         to=user.email,
         context={'user': user, 'reset_request_url': public_url('auth.reset_password_request')},
+        locale=user.locale,
     )
-
-
-def describe_duration(seconds):
-    """A lifetime in words: "10 minutes", "1 hour", "90 seconds"."""
-    if seconds % 3600 == 0:
-        count, unit = seconds // 3600, 'hour'
-    elif seconds % 60 == 0:
-        count, unit = seconds // 60, 'minute'
-    else:
-        count, unit = seconds, 'second'
-    return f'{count} {unit}' + ('' if count == 1 else 's')
