@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / 'app' / 'translations'
 CATALOG = TRANSLATIONS / 'messages.pot'
 # Keywords of the strings to extract, beside gettext's own (_, gettext, ngettext...).
-KEYWORDS = ['_l', 'lazy_gettext', '_n:1,2', 'lazy_ngettext:1,2']
+KEYWORDS = ['_l', 'lazy_gettext', 'lazy_ngettext:1,2']
 
 translate = AppGroup('translate', help='Translation and localisation commands.')
 

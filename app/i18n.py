@@ -4,7 +4,7 @@ A page is in the language its reader chose: the one saved on the account when si
 in, else the one chosen in this browser (kept in the session), else the first one the
 browser asks for (``Accept-Language``) that Microblog speaks, else English.
 
-Chinese in any script or region (``zh``, ``zh-CN``, ``zh-Hans``, ``zh-TW``, ``zh-Hant``,
+The Chinese catalogue is app/translations/zh/ (see ``_CODES``). Chinese in any script or region (``zh``, ``zh-CN``, ``zh-Hans``, ``zh-TW``, ``zh-Hant``,
 ``zh-HK``) is shown in Simplified Chinese: a reader of Traditional characters reads
 Simplified far more easily than English, and the switch in the footer is one click away.
 
@@ -32,6 +32,9 @@ LANGUAGES = {
 # The primary subtag of a browser's language, and the locale that serves it.
 BROWSER_LANGUAGES = {'en': 'en', 'zh': 'zh_CN'}
 SESSION_KEY = 'locale'
+# Babel reads 'zh_CN' as zh_Hans_CN, whose catalogue gettext finds in translations/zh/
+# (it looks for zh_Hans_CN, then zh): the one Chinese catalogue, in Simplified characters.
+_CODES = {Locale.parse(code): code for code in LANGUAGES}
 
 bp = Blueprint('i18n', __name__)
 
@@ -64,8 +67,7 @@ def select_locale():
 
 def current_locale():
     """The locale code of this page ('en', 'zh_CN')."""
-    locale = get_locale()
-    return str(locale) if locale is not None else DEFAULT_LOCALE
+    return _CODES.get(get_locale(), DEFAULT_LOCALE)
 
 
 def html_lang():

@@ -115,7 +115,13 @@ class RegistrationForm(FlaskForm):
 
 class ResetPasswordRequestForm(FlaskForm):
     email = StringField(
-        _l('Email'), filters=[strip_spaces], validators=[DataRequired(), Length(max=320), Email()]
+        _l('Email'),
+        filters=[strip_spaces],
+        validators=[
+            DataRequired(),
+            Length(max=320),
+            Email(_l('This is not a valid email address.')),
+        ],
     )
     submit = SubmitField(_l('Request Password Reset'))
 
