@@ -4,9 +4,10 @@ A page is in the language its reader chose: the one saved on the account when si
 in, else the one chosen in this browser (kept in the session), else the first one the
 browser asks for (``Accept-Language``) that Microblog speaks, else English.
 
-The Chinese catalogue is app/translations/zh/ (see ``_CODES``). Chinese in any script or region (``zh``, ``zh-CN``, ``zh-Hans``, ``zh-TW``, ``zh-Hant``,
+Chinese in any script or region (``zh``, ``zh-CN``, ``zh-Hans``, ``zh-TW``, ``zh-Hant``,
 ``zh-HK``) is shown in Simplified Chinese: a reader of Traditional characters reads
 Simplified far more easily than English, and the switch in the footer is one click away.
+Its catalogue is app/translations/zh/ (see ``_CODES``).
 
 An email is in its recipient's language: the locale saved on the account, whoever
 asked for it (see ``app.mail.outbox``, which renders it under ``force_locale``).
