@@ -29,6 +29,7 @@ login = LoginManager()
 login.login_view = 'auth.login'
 login.login_message = _l('Please log in to access this page.')
 login.login_message_category = 'info'
+login.localize_callback = str  # the lazy message, in the language of the request
 mailer = Mail()  # Flask-Mail: the MAIL_* settings, the SMTP connection, record_messages
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
