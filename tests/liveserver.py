@@ -69,7 +69,7 @@ class LiveServer:
                 with urllib.request.urlopen(self.url + '/login', timeout=2) as response:
                     if response.status == 200:
                         return self
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset, or a worker still booting past the timeout
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -165,7 +165,7 @@ def answers(url):
     except urllib.error.HTTPError as error:
         error.close()
         return True
-    except (urllib.error.URLError, ConnectionError):
+    except OSError:  # refused, reset, or too busy to answer within the timeout
         return False
 
 
