@@ -8,6 +8,8 @@ import click
 import sqlalchemy as sa
 from flask import Flask
 from flask.helpers import get_debug_flag
+from flask_babel import Babel
+from flask_babel import lazy_gettext as _l
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -25,11 +27,13 @@ db = SQLAlchemy()
 migrate = Migrate()
 login = LoginManager()
 login.login_view = 'auth.login'
-login.login_message = 'Please log in to access this page.'
+login.login_message = _l('Please log in to access this page.')
 login.login_message_category = 'info'
+login.localize_callback = str  # the lazy message, in the language of the request
 mailer = Mail()  # Flask-Mail: the MAIL_* settings, the SMTP connection, record_messages
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
+babel = Babel()
 
 
 def create_app(config_class=Config):
@@ -62,6 +66,10 @@ def create_app(config_class=Config):
     mailer.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+
+    from app import i18n
+
+    i18n.init_app(app, babel)
 
     from app.mail import delivery
 

@@ -17,6 +17,8 @@ from email.headerregistry import HeaderRegistry
 from email.utils import formataddr, parseaddr
 
 from email_validator import EmailNotValidError, validate_email
+from flask_babel import get_locale, gettext
+from flask_babel import lazy_gettext as _l
 
 # RFC 5321: a path is at most 256 octets, with its angle brackets.
 MAX_SMTP_ADDRESS = 254
@@ -24,7 +26,63 @@ _parse_header = HeaderRegistry()
 
 
 class UndeliverableAddressError(ValueError):
-    """An address this app cannot send email to; the message says why, for the person."""
+    """An address this app cannot send email to; the message says why, in English (logs).
+
+    ``describe_problem`` says it to the person, in their language.
+    """
+
+    def __init__(self, message, problem='invalid', **values):
+        super().__init__(message)
+        self.problem = problem
+        self.values = values
+
+
+def describe_problem(exc):
+    """What is wrong with the address, for the person who typed it, in their language.
+
+    email-validator's own messages are English: the common ones are translated here,
+    and in another language any other says only that the address is not valid.
+    """
+    if exc.problem in _PROBLEMS:
+        return gettext(_PROBLEMS[exc.problem], **exc.values)
+    known = _VALIDATOR_MESSAGES.get(str(exc))
+    if known is not None:
+        return str(known)
+    locale = get_locale()
+    if locale is None or locale.language == 'en':
+        return str(exc)
+    return gettext('This is not a valid email address.')
+
+
+_PROBLEMS = {
+    'too_long': _l(
+        'The address is too long to send email to (%(length)d characters once its domain is '
+        'encoded; at most %(most)d).'
+    ),
+    'encoded_word': _l(
+        'The part before the @-sign reads as an encoded header word, so mail programs '
+        'would show another address.'
+    ),
+    'smtputf8': _l(
+        'We cannot send email to an address with letters outside A to Z before the '
+        '@-sign. Please use another address.'
+    ),
+}
+# email-validator's messages for the mistakes people make most, translated.
+_VALIDATOR_MESSAGES = {
+    'An email address must have an @-sign.': _l('An email address must have an @-sign.'),
+    'There must be something before the @-sign.': _l('There must be something before the @-sign.'),
+    'There must be something after the @-sign.': _l('There must be something after the @-sign.'),
+    'The part after the @-sign is not valid. It should have a period.': _l(
+        'The part after the @-sign is not valid. It should have a period.'
+    ),
+    'The email address contains invalid characters before the @-sign: SPACE.': _l(
+        'The email address contains a space before the @-sign.'
+    ),
+    'An email address cannot have two periods in a row.': _l(
+        'An email address cannot have two periods in a row.'
+    ),
+}
 
 
 def _validated(address, smtputf8):
@@ -65,12 +123,16 @@ def smtp_address(address):
     if len(ascii_address) > MAX_SMTP_ADDRESS:
         raise UndeliverableAddressError(
             f'The address is too long to send email to ({len(ascii_address)} characters '
-            f'once its domain is encoded; at most {MAX_SMTP_ADDRESS}).'
+            f'once its domain is encoded; at most {MAX_SMTP_ADDRESS}).',
+            'too_long',
+            length=len(ascii_address),
+            most=MAX_SMTP_ADDRESS,
         )
     if '=?' in valid.local_part or not _survives_headers(ascii_address):
         raise UndeliverableAddressError(
             'The part before the @-sign reads as an encoded header word, so mail programs '
-            'would show another address.'
+            'would show another address.',
+            'encoded_word',
         )
     return ascii_address
 
@@ -108,7 +170,8 @@ def deliverable_address(address):
     if valid.smtputf8:
         raise UndeliverableAddressError(
             'We cannot send email to an address with letters outside A to Z before the '
-            '@-sign. Please use another address.'
+            '@-sign. Please use another address.',
+            'smtputf8',
         )
     smtp_address(valid.normalized)
     return valid.normalized

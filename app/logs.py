@@ -23,6 +23,7 @@ from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
 from urllib.parse import urlsplit
 
 from flask import render_template
+from flask_babel import force_locale
 from flask_mail import Message
 
 from app.addresses import smtp_address
@@ -148,13 +149,16 @@ def build_error_report(app, record):
         'not_emailed': record.not_emailed,
         'interval': app.config['ERROR_MAIL_INTERVAL'],
     }
-    return Message(
-        f'[Microblog] Error: {context["kind"]}'[:200],
-        sender=smtp_sender(app.config['MAIL_DEFAULT_SENDER']),
-        recipients=[smtp_address(address) for address in app.config['ADMINS']],
-        body=render_template('email/error_report.txt', **context),
-        html=render_template('email/error_report.html', **context),
-    )
+    # For the admins, in English like the log it comes from: never in the language
+    # of the visitor whose request failed.
+    with force_locale('en'):
+        return Message(
+            f'[Microblog] Error: {context["kind"]}'[:200],
+            sender=smtp_sender(app.config['MAIL_DEFAULT_SENDER']),
+            recipients=[smtp_address(address) for address in app.config['ADMINS']],
+            body=render_template('email/error_report.txt', **context),
+            html=render_template('email/error_report.html', **context),
+        )
 
 
 # A JWT (a reset link's token), wherever it appears: in a logged URL or a message.

@@ -74,6 +74,8 @@ class User(UserMixin, db.Model):
     last_login_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
     # When the owner of ``email`` opened the link sent to it; None until then.
     email_confirmed_at: so.Mapped[datetime | None] = so.mapped_column(UTCDateTime)
+    # The language of the account's pages and emails ('en', 'zh_CN'); None until known.
+    locale: so.Mapped[str | None] = so.mapped_column(sa.String(16))
 
     posts: so.WriteOnlyMapped['Post'] = so.relationship(back_populates='author')
     following: so.WriteOnlyMapped['User'] = so.relationship(

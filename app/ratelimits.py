@@ -41,6 +41,7 @@ import hashlib
 import secrets
 
 from flask import after_this_request, current_app, render_template, request, url_for
+from flask_babel import gettext
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadData, URLSafeTimedSerializer
 from limits import parse_many
@@ -228,7 +229,7 @@ class LoginAttempt:
     def refusal_page(self):
         """The 429 answer to a refused attempt: the same for every username, known or not."""
         template = 'errors/429.html' if self.refused == TOO_MANY else 'auth/login_refused.html'
-        return render_template(template, title='Too Many Requests'), 429
+        return render_template(template, title=gettext('Too Many Requests')), 429
 
 
 # Reset emails

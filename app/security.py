@@ -3,6 +3,8 @@
 from functools import lru_cache
 
 from flask import abort, current_app, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms.validators import ValidationError
@@ -57,7 +59,10 @@ def init_security(app):
         if request.method in ('POST', 'PUT', 'PATCH'):
             values += [value for _, items in request.form.lists() for value in items]
         if any('\x00' in str(value) for value in values):
-            abort(400, description='The request contains a NUL character, which no field accepts.')
+            abort(
+                400,
+                description=_('The request contains a NUL character, which no field accepts.'),
+            )
 
     @app.after_request
     def set_security_headers(response):
@@ -81,24 +86,90 @@ def init_security(app):
 def password_problems(password, username=None, email=None, old_password_hash=None):
     """Every reason the password is not acceptable, as messages for the person typing it."""
     if len(password) < PASSWORD_MIN_LENGTH:
-        return [f'Use at least {PASSWORD_MIN_LENGTH} characters.']
+        return [_('Use at least %(count)d characters.', count=PASSWORD_MIN_LENGTH)]
     if len(password) > PASSWORD_MAX_LENGTH:
-        return [f'Use at most {PASSWORD_MAX_LENGTH} characters.']
+        return [_('Use at most %(count)d characters.', count=PASSWORD_MAX_LENGTH)]
     folded = password.casefold()
     personal = [value for value in (username, email) if value]
     if email and '@' in email:
         personal.append(email.split('@', 1)[0])
     for value in personal:
         if len(value) >= 3 and folded == value.casefold():
-            return ['Your password cannot be your username or email address.']
+            return [_('Your password cannot be your username or email address.')]
     if old_password_hash and check_password_hash(old_password_hash, password):
-        return ['Choose a password you have not used for this account.']
+        return [_('Choose a password you have not used for this account.')]
     result = zxcvbn(password[:STRENGTH_CHECK_LENGTH], user_inputs=personal)
     if result['score'] < MIN_STRENGTH_SCORE:
-        warning = result['feedback'].get('warning') or 'This password is too easy to guess.'
-        hint = ' '.join(result['feedback'].get('suggestions') or [])
-        return [f'{warning} {hint}'.strip()]
+        feedback = result['feedback']
+        warning = translate_feedback(feedback.get('warning')) or _(
+            'This password is too easy to guess.'
+        )
+        hints = [translate_feedback(text) for text in feedback.get('suggestions') or []]
+        return [' '.join([warning, *(hint for hint in hints if hint)])]
     return []
+
+
+# zxcvbn's feedback is English only: each of its messages, to show in the reader's
+# language. tests/test_i18n.py checks that this names every message zxcvbn can give.
+ZXCVBN_FEEDBACK = {
+    'Use a few words, avoid common phrases.': _l('Use a few words, avoid common phrases.'),
+    'No need for symbols, digits, or uppercase letters.': _l(
+        'No need for symbols, digits, or uppercase letters.'
+    ),
+    'Add another word or two. Uncommon words are better.': _l(
+        'Add another word or two. Uncommon words are better.'
+    ),
+    'Straight rows of keys are easy to guess.': _l('Straight rows of keys are easy to guess.'),
+    'Short keyboard patterns are easy to guess.': _l('Short keyboard patterns are easy to guess.'),
+    'Use a longer keyboard pattern with more turns.': _l(
+        'Use a longer keyboard pattern with more turns.'
+    ),
+    'Repeats like "aaa" are easy to guess.': _l('Repeats like "aaa" are easy to guess.'),
+    'Repeats like "abcabcabc" are only slightly harder to guess than "abc".': _l(
+        'Repeats like "abcabcabc" are only slightly harder to guess than "abc".'
+    ),
+    'Avoid repeated words and characters.': _l('Avoid repeated words and characters.'),
+    'Sequences like "abc" or "6543" are easy to guess.': _l(
+        'Sequences like "abc" or "6543" are easy to guess.'
+    ),
+    'Avoid sequences.': _l('Avoid sequences.'),
+    'Recent years are easy to guess.': _l('Recent years are easy to guess.'),
+    'Avoid recent years.': _l('Avoid recent years.'),
+    'Avoid years that are associated with you.': _l('Avoid years that are associated with you.'),
+    'Dates are often easy to guess.': _l('Dates are often easy to guess.'),
+    'Avoid dates and years that are associated with you.': _l(
+        'Avoid dates and years that are associated with you.'
+    ),
+    'This is a top-10 common password.': _l('This is a top-10 common password.'),
+    'This is a top-100 common password.': _l('This is a top-100 common password.'),
+    'This is a very common password.': _l('This is a very common password.'),
+    'This is similar to a commonly used password.': _l(
+        'This is similar to a commonly used password.'
+    ),
+    'A word by itself is easy to guess.': _l('A word by itself is easy to guess.'),
+    'Names and surnames by themselves are easy to guess.': _l(
+        'Names and surnames by themselves are easy to guess.'
+    ),
+    'Common names and surnames are easy to guess.': _l(
+        'Common names and surnames are easy to guess.'
+    ),
+    "Capitalization doesn't help very much.": _l("Capitalization doesn't help very much."),
+    'All-uppercase is almost as easy to guess as all-lowercase.': _l(
+        'All-uppercase is almost as easy to guess as all-lowercase.'
+    ),
+    "Reversed words aren't much harder to guess.": _l(
+        "Reversed words aren't much harder to guess."
+    ),
+    "Predictable substitutions like '@' instead of 'a' don't help very much.": _l(
+        "Predictable substitutions like '@' instead of 'a' don't help very much."
+    ),
+}
+
+
+def translate_feedback(text):
+    """One of zxcvbn's messages in the reader's language; None for none, or one it never gave."""
+    translated = ZXCVBN_FEEDBACK.get(text) if text else None
+    return str(translated) if translated is not None else None
 
 
 class StrongPassword:

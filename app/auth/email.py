@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from flask import current_app, url_for
+from flask_babel import lazy_gettext as _l
 
 from app import db
 from app.addresses import lookup_key
@@ -33,7 +34,9 @@ def queue_password_reset_email(address):
     return queue_email('reset_password', {'email': address}, recipient=address)
 
 
-@email_kind('reset_password', subject='[Microblog] Reset Your Password', wake=False, expires=True)
+@email_kind(
+    'reset_password', subject=_l('[Microblog] Reset Your Password'), wake=False, expires=True
+)
 def build_password_reset_email(data):
     """The reset email, with a link minted now: valid for its whole lifetime from here."""
     user = db.session.scalar(User.by_email(data['email']))
@@ -45,12 +48,15 @@ def build_password_reset_email(data):
         decoy = 'no account has this address'
     ttl = current_app.config['RESET_PASSWORD_TOKEN_TTL']
     token = user.get_reset_password_token(ttl)
+    # The account's language decides, never the requester's. A decoy is rendered in
+    # the default language: the same work, and nothing learnt about the address.
     return Envelope(
+        locale=user.locale if decoy is None else None,
         to=user.email if decoy is None else 'nobody@example.com',
         context={
             'user': user,
             'reset_url': public_url('auth.reset_password', token=token),
-            'valid_for': describe_duration(ttl),
+            'valid_for': ttl,  # seconds, in words in the email's language: | duration
         },
         decoy=decoy,
     )
@@ -66,7 +72,7 @@ def queue_password_changed_email(user, signed_in=False):
     return queue_email('password_changed', data, recipient=user.email)
 
 
-@email_kind('password_changed', subject='[Microblog] Your password was changed')
+@email_kind('password_changed', subject=_l('[Microblog] Your password was changed'))
 def build_password_changed_email(data):
     """Tell the account's owner that its password was changed, and what to do if it was not them."""
     user = db.session.get(User, data['user_id'])
@@ -79,6 +85,7 @@ def build_password_changed_email(data):
             'signed_in': bool(data.get('signed_in')),
             'reset_request_url': public_url('auth.reset_password_request'),
         },
+        locale=user.locale,
     )
 
 
@@ -98,7 +105,7 @@ def queue_confirmation_email(user):
 # already has an account; both wait for the worker's cadence (wake=False), so that
 # the request does the same work either way.
 @email_kind(
-    'confirm_email', subject='[Microblog] Confirm your email address', wake=False, expires=True
+    'confirm_email', subject=_l('[Microblog] Confirm your email address'), wake=False, expires=True
 )
 def build_confirmation_email(data):
     """The link confirming the account's address, minted now, while it is still unconfirmed."""
@@ -118,8 +125,9 @@ def build_confirmation_email(data):
         context={
             'user': user,
             'confirm_url': public_url('auth.confirm_email', token=token),
-            'valid_for': describe_duration(seconds),
+            'valid_for': seconds,  # in words in the email's language: | duration
         },
+        locale=user.locale,
     )
 
 
@@ -130,7 +138,7 @@ def queue_registration_attempt_email(address):
 
 @email_kind(
     'registration_attempt',
-    subject='[Microblog] You already have an account',
+    subject=_l('[Microblog] You already have an account'),
     wake=False,
     expires=True,
 )
@@ -147,8 +155,9 @@ def build_registration_attempt_email(data):
             'user': user,
             'login_url': public_url('auth.login'),
             'reset_url': public_url('auth.reset_password', token=token),
-            'valid_for': describe_duration(ttl),
+            'valid_for': ttl,  # in words in the email's language: | duration
         },
+        locale=user.locale,
     )
 
 
@@ -171,7 +180,7 @@ def _change(data):
     return change
 
 
-@email_kind('confirm_new_email', subject='[Microblog] Confirm your new email address', expires=True)
+@email_kind('confirm_new_email', subject=_l('[Microblog] Confirm your new email address'), expires=True)
 def build_new_address_email(data):
     """The link that moves the account to its new address, unless another account has it.
 
@@ -187,6 +196,7 @@ def build_new_address_email(data):
         return Envelope(
             to=change.new_email,
             context={'change': change, 'taken': True, 'login_url': public_url('auth.login')},
+            locale=owner.locale if owner is not None else None,
         )
     seconds, expires_at = link_lifetime('CONFIRM_EMAIL_TOKEN_TTL')
     token = make_link_token(
@@ -199,12 +209,13 @@ def build_new_address_email(data):
             'taken': False,
             'user': change.user,
             'confirm_url': public_url('auth.confirm_new_email', token=token),
-            'valid_for': describe_duration(seconds),
+            'valid_for': seconds,  # in words in the email's language: | duration
         },
+        locale=change.user.locale,
     )
 
 
-@email_kind('email_change_notice', subject='[Microblog] A change of your email address')
+@email_kind('email_change_notice', subject=_l('[Microblog] A change of your email address'))
 def build_email_change_notice(data):
     """Tell the old address of a change asked for or made, with a link to stop or undo it."""
     change = _change(data)
@@ -227,20 +238,9 @@ def build_email_change_notice(data):
             'user': change.user,
             'made': change.status == EmailChange.CONFIRMED,
             'undo_url': undo_url,
-            'valid_for': describe_duration(seconds),
+            'valid_for': seconds,  # in words in the email's language: | duration
             'reset_request_url': public_url('auth.reset_password_request'),
         },
+        locale=change.user.locale,
     )
 
-
-def describe_duration(seconds):
-    """A lifetime in words: "10 minutes", "1 hour", "3 days", "90 seconds"."""
-    if seconds % 86400 == 0:
-        count, unit = seconds // 86400, 'day'
-    elif seconds % 3600 == 0:
-        count, unit = seconds // 3600, 'hour'
-    elif seconds % 60 == 0:
-        count, unit = seconds // 60, 'minute'
-    else:
-        count, unit = seconds, 'second'
-    return f'{count} {unit}' + ('' if count == 1 else 's')

@@ -1,19 +1,26 @@
 import re
 
 import sqlalchemy as sa
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
 
 from app import db
-from app.addresses import UndeliverableAddressError, deliverable_address, lookup_key
+from app.addresses import (
+    UndeliverableAddressError,
+    deliverable_address,
+    describe_problem,
+    lookup_key,
+)
 from app.models import User
 from app.security import PASSWORD_MAX_LENGTH, StrongPassword, check_login
 
 # Matched against the whole name (fullmatch): with re.match and `$`, 'Bob\n' passed,
 # since `$` also matches before a trailing newline.
 USERNAME_PATTERN = re.compile(r'[A-Za-z0-9_.-]+')
-USERNAME_MESSAGE = 'Use only letters, numbers, dots, dashes and underscores.'
+USERNAME_MESSAGE = _l('Use only letters, numbers, dots, dashes and underscores.')
 
 
 def strip_spaces(value):
@@ -42,7 +49,7 @@ def username_taken(username):
 def username_field():
     """The username field of registration and profile forms."""
     return StringField(
-        'Username',
+        _l('Username'),
         validators=[
             DataRequired(),
             Length(max=64),
@@ -63,37 +70,37 @@ def commit_or_explain(form):
     except sa.exc.IntegrityError:
         db.session.rollback()
         if form.validate():
-            form.username.errors.append('Please try again.')
+            form.username.errors.append(_('Please try again.'))
         return False
     return True
 
 
 class LoginForm(FlaskForm):
-    username = StringField('Username', validators=[DataRequired(), Length(max=64)])
+    username = StringField(_l('Username'), validators=[DataRequired(), Length(max=64)])
     password = PasswordField(
-        'Password', validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
+        _l('Password'), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
     )
-    remember_me = BooleanField('Remember Me')
-    submit = SubmitField('Sign In')
+    remember_me = BooleanField(_l('Remember Me'))
+    submit = SubmitField(_l('Sign In'))
 
 
 class RegistrationForm(FlaskForm):
     username = username_field()
     email = StringField(
-        'Email', filters=[strip_spaces], validators=[DataRequired(), Length(max=120)]
+        _l('Email'), filters=[strip_spaces], validators=[DataRequired(), Length(max=120)]
     )
     password = PasswordField(
-        'Password', validators=[DataRequired(), StrongPassword('username', 'email')]
+        _l('Password'), validators=[DataRequired(), StrongPassword('username', 'email')]
     )
     password2 = PasswordField(
-        'Repeat Password',
-        validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
+        _l('Repeat Password'),
+        validators=[DataRequired(), EqualTo('password', message=_l('Passwords must match.'))],
     )
-    submit = SubmitField('Register')
+    submit = SubmitField(_l('Register'))
 
     def validate_username(self, username):
         if username_taken(username.data):
-            raise ValidationError('Please use a different username.')
+            raise ValidationError(_('Please use a different username.'))
 
     # Whether an account already has the address is not checked here: the form must
     # not tell. The register view finds out from the unique index, and either way
@@ -107,27 +114,35 @@ def account_address(typed):
     try:
         address = deliverable_address(typed)
     except UndeliverableAddressError as exc:
-        raise ValidationError(str(exc)) from None
+        raise ValidationError(describe_problem(exc)) from None
     max_length = User.email.type.length
     if len(address) > max_length:
-        raise ValidationError(f'Use an address of at most {max_length} characters.')
+        raise ValidationError(
+            _('Use an address of at most %(count)d characters.', count=max_length)
+        )
     return address
 
 
 class ResetPasswordRequestForm(FlaskForm):
     email = StringField(
-        'Email', filters=[strip_spaces], validators=[DataRequired(), Length(max=320), Email()]
+        _l('Email'),
+        filters=[strip_spaces],
+        validators=[
+            DataRequired(),
+            Length(max=320),
+            Email(_l('This is not a valid email address.')),
+        ],
     )
-    submit = SubmitField('Request Password Reset')
+    submit = SubmitField(_l('Request Password Reset'))
 
 
 class ResetPasswordForm(FlaskForm):
-    password = PasswordField('Password', validators=[DataRequired(), StrongPassword()])
+    password = PasswordField(_l('Password'), validators=[DataRequired(), StrongPassword()])
     password2 = PasswordField(
-        'Repeat Password',
-        validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
+        _l('Repeat Password'),
+        validators=[DataRequired(), EqualTo('password', message=_l('Passwords must match.'))],
     )
-    submit = SubmitField('Set New Password')
+    submit = SubmitField(_l('Set New Password'))
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -151,52 +166,52 @@ class AccountForm(FlaskForm):
     def validate_current_password(self, field):
         # check_login spends the same time whatever it finds (app.security).
         if not check_login(self.user, field.data or ''):
-            raise ValidationError('That is not your current password.')
+            raise ValidationError(_('That is not your current password.'))
 
 
 def current_password_field():
     return PasswordField(
-        'Current password', validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
+        _l('Current password'), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
     )
 
 
 class ChangePasswordForm(AccountForm):
     current_password = current_password_field()
-    password = PasswordField('New password', validators=[DataRequired(), StrongPassword()])
+    password = PasswordField(_l('New password'), validators=[DataRequired(), StrongPassword()])
     password2 = PasswordField(
-        'Repeat new password',
-        validators=[DataRequired(), EqualTo('password', message='Passwords must match.')],
+        _l('Repeat new password'),
+        validators=[DataRequired(), EqualTo('password', message=_l('Passwords must match.'))],
     )
-    submit = SubmitField('Change password')
+    submit = SubmitField(_l('Change password'))
 
 
 class ChangeEmailForm(AccountForm):
     email = StringField(
-        'New email address', filters=[strip_spaces], validators=[DataRequired(), Length(max=320)]
+        _l('New email address'), filters=[strip_spaces], validators=[DataRequired(), Length(max=320)]
     )
     current_password = current_password_field()
-    submit = SubmitField('Send a confirmation link')
+    submit = SubmitField(_l('Send a confirmation link'))
 
     def validate_email(self, field):
         address = account_address(field.data)
         if lookup_key(address) == self.user.email_key:
-            raise ValidationError('That is already your address.')
+            raise ValidationError(_('That is already your address.'))
         field.data = address
 
 
 class ButtonForm(FlaskForm):
     """A form that is only a button (and its CSRF token)."""
 
-    submit = SubmitField('Confirm')
+    submit = SubmitField(_l('Confirm'))
 
 
 class LogoutForm(FlaskForm):
-    submit = SubmitField('Log out')
+    submit = SubmitField(_l('Log out'))
 
 
 class ConfirmResetForm(FlaskForm):
-    submit = SubmitField('Reset this account instead')
+    submit = SubmitField(_l('Reset this account instead'))
 
 
 class EndOtherSessionsForm(FlaskForm):
-    submit = SubmitField('Sign out all other sessions')
+    submit = SubmitField(_l('Sign out all other sessions'))

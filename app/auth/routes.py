@@ -3,6 +3,9 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user, login_required
 
 from app import db, limiter
@@ -35,6 +38,7 @@ from app.auth.sessions import (
     sign_in,
     sign_out,
 )
+from app.i18n import current_locale
 from app.models import EmailChange, User, decode_signed, hash_password
 from app.ratelimits import (
     LoginAttempt,
@@ -44,7 +48,7 @@ from app.ratelimits import (
 )
 from app.security import check_login
 
-INVALID_LINK = 'This reset link is invalid or has expired.'
+INVALID_LINK = _l('This reset link is invalid or has expired.')
 
 
 def is_safe_next(target):
@@ -79,13 +83,16 @@ def login():
             return attempt.refusal_page()
         if check_login(user, form.password.data):
             attempt.succeeded(user)
+            if user.locale is None:
+                # An account made before languages were kept: it reads this page's.
+                user.locale = current_locale()
             sign_in(user, remember=form.remember_me.data)
             next_page = request.args.get('next')
             if not is_safe_next(next_page):
                 next_page = url_for('main.index')
             return redirect(next_page)
-        flash('Invalid username or password', 'error')
-    return render_template('auth/login.html', title='Sign In', form=form)
+        flash(_('Invalid username or password'), 'error')
+    return render_template('auth/login.html', title=_('Sign In'), form=form)
 
 
 @bp.route('/logout', methods=['GET', 'POST'])
@@ -94,13 +101,13 @@ def logout():
     if request.method == 'POST':
         if form.validate_on_submit():
             sign_out()
-            flash('You have been logged out.', 'info')
+            flash(_('You have been logged out.'), 'info')
             # Straight to the login page: the index would ask to log in, a second message.
             return redirect(url_for('auth.login'))
         return redirect(url_for('main.index'))
     if not current_user.is_authenticated:
         return redirect(url_for('main.index'))
-    return render_template('auth/logout.html', title='Log out', form=form)
+    return render_template('auth/logout.html', title=_('Log out'), form=form)
 
 
 @bp.route('/register', methods=['GET', 'POST'])
@@ -111,7 +118,9 @@ def register():
     form = RegistrationForm()
     if form.validate_on_submit():
         address = form.email.data
-        user = User(username=form.username.data, email=address)
+        # The account's emails are in the language it registered in, until its owner
+        # chooses another (the switch in the footer).
+        user = User(username=form.username.data, email=address, locale=current_locale())
         user.set_password(form.password.data)
         # The unique index, not a question asked first, finds out whether the address
         # has an account: both ways do the same work and give the same answer, and the
@@ -136,20 +145,23 @@ def register():
         )
         if holder is not None and holder != user.id:
             db.session.rollback()
-            form.username.errors.append('Please use a different username.')
-            return render_template('auth/register.html', title='Register', form=form)
+            form.username.errors.append(_('Please use a different username.'))
+            return render_template('auth/register.html', title=_('Register'), form=form)
         if made:
             queue_confirmation_email(user)
         elif may_email_owner:
             queue_registration_attempt_email(address)
         db.session.commit()
         flash(
-            f'Check your email: we sent a message to {address}. Open the link in it to '
-            'confirm your address, then sign in.',
+            _(
+                'Check your email: we sent a message to %(address)s. Open the link in it to '
+                'confirm your address, then sign in.',
+                address=address,
+            ),
             'info',
         )
         return redirect(url_for('auth.login'))
-    return render_template('auth/register.html', title='Register', form=form)
+    return render_template('auth/register.html', title=_('Register'), form=form)
 
 
 @bp.route('/reset_password_request', methods=['GET', 'POST'])
@@ -165,9 +177,9 @@ def reset_password_request():
         if reset_email_allowed(address):  # per (client address, email): see app.ratelimits
             queue_password_reset_email(address)
             db.session.commit()
-        flash('Check your email for the instructions to reset your password', 'info')
+        flash(_('Check your email for the instructions to reset your password'), 'info')
         return redirect(url_for('auth.login'))
-    return render_template('auth/reset_password_request.html', title='Reset Password', form=form)
+    return render_template('auth/reset_password_request.html', title=_('Reset Password'), form=form)
 
 
 @bp.route('/reset_password/<token>', methods=['GET', 'POST'])
@@ -182,14 +194,14 @@ def reset_password(token):
         return redirect(url_for('main.index'))
     user = User.verify_reset_password_token(token)
     if user is None:
-        flash(INVALID_LINK, 'error')
+        flash(str(INVALID_LINK), 'error')
         return redirect(url_for('auth.reset_password_request'))
     current = reset_in_progress()
     form = ConfirmResetForm()
     if current is not None and current.id != user.id and not form.validate_on_submit():
         return render_template(
             'auth/reset_password_switch.html',
-            title='Reset Password',
+            title=_('Reset Password'),
             form=form,
             current=current,
             other=user,
@@ -206,7 +218,7 @@ def reset_password_form():
     user = reset_in_progress()
     if user is None:
         end_reset()
-        flash(INVALID_LINK, 'error')
+        flash(str(INVALID_LINK), 'error')
         return redirect(url_for('auth.reset_password_request'))
     form = ResetPasswordForm(user)
     if form.validate_on_submit():
@@ -221,7 +233,7 @@ def reset_password_form():
         if changed != 1:
             db.session.rollback()
             end_reset()
-            flash(INVALID_LINK, 'error')
+            flash(str(INVALID_LINK), 'error')
             return redirect(url_for('auth.reset_password_request'))
         session.pop(RESET_KEY, None)
         end_all_sessions(user)  # this reset, and every session signed in as the user
@@ -230,10 +242,10 @@ def reset_password_form():
         queue_password_changed_email(user)
         db.session.commit()  # the new password, the ended sessions and the notice together
         trust_this_browser(user)  # it has shown it reads the owner's email: app.ratelimits
-        flash('Your password has been reset.', 'success')
+        flash(_('Your password has been reset.'), 'success')
         return redirect(url_for('auth.login'))
     return render_template(
-        'auth/reset_password.html', title='Reset Password', form=form, account=user
+        'auth/reset_password.html', title=_('Reset Password'), form=form, account=user
     )
 
 
@@ -244,12 +256,19 @@ def sessions():
     form = EndOtherSessionsForm()
     if form.validate_on_submit():
         count = end_other_sessions(current_user)
-        flash(f'Signed out of {count} other session{"" if count == 1 else "s"}.', 'success')
+        flash(
+            ngettext(
+                'Signed out of %(num)s other session.',
+                'Signed out of %(num)s other sessions.',
+                count,
+            ),
+            'success',
+        )
         return redirect(url_for('auth.sessions'))
     rows = sessions_of(current_user)
     return render_template(
         'auth/sessions.html',
-        title='Your sessions',
+        title=_('Your sessions'),
         form=form,
         sessions=[(row, is_this_session(row)) for row in rows],
     )

@@ -21,10 +21,12 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
+from flask_babel import gettext
 from flask_login import current_user, login_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app import db, login
+from app.i18n import SESSION_KEY as LOCALE_KEY
 from app.models import UserSession, utcnow
 
 RESET_KEY = 'reset_session'
@@ -98,12 +100,16 @@ def sign_in(user, remember=False):
 def sign_out():
     """End this browser's session, on the server and in the cookie."""
     key = current_user.get_id() if current_user.is_authenticated else None
+    # The pages after logout stay in the language the account reads.
+    locale = current_user.locale if current_user.is_authenticated else None
     row = _find(key, UserSession.LOGIN)
     if row is not None:
         db.session.delete(row)
         db.session.commit()
     logout_user()
     session.clear()
+    if locale:
+        session[LOCALE_KEY] = locale
 
 
 def end_other_sessions(user):
@@ -207,6 +213,19 @@ def end_reset():
         db.session.commit()
 
 
+UNKNOWN_DEVICE = 'Unknown device'
+
+
+def device_label(device):
+    """A stored device description ("Firefox on Windows") in the reader's language."""
+    if not device or device == UNKNOWN_DEVICE:
+        return gettext('Unknown device')
+    browser, on, system = device.rpartition(' on ')
+    if on:
+        return gettext('%(browser)s on %(system)s', browser=browser, system=system)
+    return device
+
+
 @lru_cache(maxsize=1024)
 def describe_device(user_agent):
     """ "Firefox on Windows", from a User-Agent header; "Unknown device" when it says nothing."""
@@ -217,7 +236,7 @@ def describe_device(user_agent):
     system = parsed.os.family if parsed and parsed.os else None
     if browser and system and system != 'Other':
         return f'{browser} on {system}'[:120]
-    return (browser or system or 'Unknown device')[:120]
+    return (browser or system or UNKNOWN_DEVICE)[:120]
 
 
 class RotatingSessionInterface(SecureCookieSessionInterface):

@@ -14,6 +14,7 @@ import click
 import sqlalchemy as sa
 from flask import current_app, render_template, url_for
 from flask.cli import AppGroup
+from flask_babel import force_locale
 from flask_mail import Message
 
 from app import db
@@ -53,13 +54,15 @@ def mail_test(address):
     except UndeliverableAddressError as exc:
         raise click.ClickException(f'Cannot send to {address!r}: {exc}') from None
     context = {'server': server}
-    message = Message(
-        '[Microblog] Test message',
-        sender=smtp_sender(config['MAIL_DEFAULT_SENDER']),
-        recipients=[recipient],
-        body=render_template('email/test.txt', **context),
-        html=render_template('email/test.html', **context),
-    )
+    # For the admin at the terminal, in English like the command's output.
+    with force_locale('en'):
+        message = Message(
+            '[Microblog] Test message',
+            sender=smtp_sender(config['MAIL_DEFAULT_SENDER']),
+            recipients=[recipient],
+            body=render_template('email/test.txt', **context),
+            html=render_template('email/test.html', **context),
+        )
     state = current_app.extensions['mail']
     state.debug = 1  # smtplib prints every line the server sends to stderr
     try:

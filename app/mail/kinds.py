@@ -4,7 +4,10 @@ A feature registers each kind it sends with ``@email_kind``. What the outbox sto
 for a message is only the kind's name and the data the feature queued it with; the
 builder turns that data, at the moment of sending, into an ``Envelope``: the address
 to send to and the context of the kind's templates (``email/<kind>.txt`` and
-``.html``). So a link in an email is minted as the message leaves, never stored.
+``.html``). So a link in an email is minted as the message leaves, never stored,
+and the email is written in its recipient's language as it leaves: the builder says
+which (``Envelope.locale``), and the subject, marked with ``lazy_gettext``, is
+rendered with the bodies in it.
 """
 
 from collections.abc import Callable
@@ -23,6 +26,9 @@ class Envelope:
     to: str
     context: dict = field(default_factory=dict)
     decoy: str | None = None
+    # The recipient's language ('en', 'zh_CN'): the subject and both bodies are
+    # rendered in it. None: the site's default, English.
+    locale: str | None = None
 
 
 class DropMessage(Exception):  # noqa: N818 - reads as what the builder does
@@ -34,6 +40,7 @@ class Kind:
     """A registered kind of email."""
 
     name: str
+    # A lazy string (lazy_gettext): rendered in the recipient's language when sent.
     subject: str
     build: Callable[[dict], Envelope]
     # Whether queueing one wakes the delivery worker at once. A kind whose work

@@ -18,8 +18,10 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app, render_template
+from flask_babel import force_locale
 
 from app import db
+from app.i18n import DEFAULT_LOCALE
 from app.mail.kinds import DropMessage, get_kind
 from app.mail.smtp import Courier, build_message
 from app.models import OutboundEmail, utcnow
@@ -328,12 +330,14 @@ class Sender:
         try:
             envelope = kind.build(email.data or {})
             text_template, html_template = kind.templates
-            message = build_message(
-                kind.subject,
-                envelope.to,
-                render_template(text_template, **envelope.context),
-                render_template(html_template, **envelope.context),
-            )
+            # In the recipient's language, whoever asked for it and in whatever language.
+            with force_locale(envelope.locale or DEFAULT_LOCALE):
+                message = build_message(
+                    str(kind.subject),
+                    envelope.to,
+                    render_template(text_template, **envelope.context),
+                    render_template(html_template, **envelope.context),
+                )
         except DropMessage as exc:
             db.session.rollback()
             return self.dropped(email, str(exc))

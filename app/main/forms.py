@@ -1,3 +1,5 @@
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import SubmitField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
@@ -9,8 +11,8 @@ POST_MAX_LENGTH = 140
 
 class EditProfileForm(FlaskForm):
     username = username_field()
-    about_me = TextAreaField('About me', validators=[Length(min=0, max=140)])
-    submit = SubmitField('Submit')
+    about_me = TextAreaField(_l('About me'), validators=[Length(min=0, max=140)])
+    submit = SubmitField(_l('Submit'))
 
     def __init__(self, original_username, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -20,18 +22,18 @@ class EditProfileForm(FlaskForm):
         if username.data.lower() != self.original_username.lower() and username_taken(
             username.data
         ):
-            raise ValidationError('Please use a different username.')
+            raise ValidationError(_('Please use a different username.'))
 
 
 class EmptyForm(FlaskForm):
-    submit = SubmitField('Submit')
+    submit = SubmitField(_l('Submit'))
 
 
 class PostForm(FlaskForm):
     post = TextAreaField(
-        'Say something',
+        _l('Say something'),
         validators=[DataRequired(), Length(min=1, max=POST_MAX_LENGTH)],
         # The browser stops at the limit, and app.js counts down to it.
         render_kw={'maxlength': POST_MAX_LENGTH},
     )
-    submit = SubmitField('Submit')
+    submit = SubmitField(_l('Submit'))

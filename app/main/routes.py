@@ -12,6 +12,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from app import db
@@ -170,13 +171,13 @@ def index():
         post = Post(body=form.post.data.strip(), author=current_user)
         db.session.add(post)
         db.session.commit()
-        flash('Your post is now live!', 'success')
+        flash(_('Your post is now live!'), 'success')
         return redirect(url_for('main.index'))
     page = paginate_posts(HOME, reader_id=current_user.id)
     newer_url, older_url = page_links('main.index', page)
     return render_template(
         'index.html',
-        title='Home',
+        title=_('Home'),
         form=form,
         may_post=may_post,
         posts=page.items,
@@ -192,7 +193,7 @@ def explore():
     newer_url, older_url = page_links('main.explore', page)
     return render_template(
         'index.html',
-        title='Explore',
+        title=_('Explore'),
         posts=page.items,
         newer_url=newer_url,
         older_url=older_url,
@@ -232,12 +233,12 @@ def edit_profile():
         current_user.username = form.username.data
         current_user.about_me = form.about_me.data
         if commit_or_explain(form):
-            flash('Your changes have been saved.', 'success')
+            flash(_('Your changes have been saved.'), 'success')
             return redirect(url_for('main.edit_profile'))
     elif request.method == 'GET':
         form.username.data = current_user.username
         form.about_me.data = current_user.about_me
-    return render_template('edit_profile.html', title='Edit Profile', form=form)
+    return render_template('edit_profile.html', title=_('Edit Profile'), form=form)
 
 
 def change_following(username, follow):
@@ -247,17 +248,18 @@ def change_following(username, follow):
         return redirect(url_for('main.index'))
     user = db.session.scalar(sa.select(User).where(User.username == username))
     if user is None:
-        flash(f'User {username} not found.', 'error')
+        flash(_('User %(username)s not found.', username=username), 'error')
         return redirect(url_for('main.index'))
     if user == current_user:
-        flash('You cannot follow yourself!' if follow else 'You cannot unfollow yourself!', 'error')
+        message = _('You cannot follow yourself!') if follow else _('You cannot unfollow yourself!')
+        flash(message, 'error')
         return redirect(url_for('main.user', username=username))
     if follow:
         current_user.follow(user)
-        message = f'You are following {username}!'
+        message = _('You are following %(username)s!', username=username)
     else:
         current_user.unfollow(user)
-        message = f'You are not following {username}.'
+        message = _('You are not following %(username)s.', username=username)
     db.session.commit()
     flash(message, 'success')
     return redirect(url_for('main.user', username=username))

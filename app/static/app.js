@@ -11,8 +11,10 @@
     ['hour', 3600],
     ['minute', 60]
   ];
+  // In the page's language (<html lang>); the words the page gives are already in it.
+  var lang = document.documentElement.lang || 'en';
   var words = window.Intl && Intl.RelativeTimeFormat
-    ? new Intl.RelativeTimeFormat('en', { numeric: 'auto' })
+    ? new Intl.RelativeTimeFormat(lang, { numeric: 'auto' })
     : null;
 
   // "5 minutes ago", "yesterday", "3 weeks ago"; under a minute, "just now".
@@ -24,7 +26,7 @@
         return words.format(Math.round(seconds / size), unit);
       }
     }
-    return 'just now';
+    return document.body.getAttribute('data-just-now') || 'just now';
   }
 
   // <time datetime="..." data-relative>: the relative time, the exact one on hover.
@@ -35,7 +37,7 @@
       var date = new Date(time.getAttribute('datetime'));
       if (isNaN(date.getTime())) continue;
       if (!time.title) {
-        time.title = date.toLocaleString();
+        time.title = date.toLocaleString(lang);
         time.setAttribute('data-utc', time.textContent);
       }
       time.textContent = ago(date);
@@ -52,7 +54,10 @@
         if (!counter || !limit) return;
         function update() {
           var left = limit - field.value.length;
-          counter.textContent = left === 1 ? '1 character left' : left + ' characters left';
+          // The page gives both sentences in its language: "1 character left", "{} characters left".
+          var one = counter.getAttribute('data-one-left') || '1 character left';
+          var many = counter.getAttribute('data-many-left') || '{} characters left';
+          counter.textContent = left === 1 ? one : many.replace('{}', left);
           counter.classList.toggle('counter-low', left <= 10);
         }
         field.addEventListener('input', update);

@@ -203,7 +203,7 @@ def test_wrong_inputs_show_next_to_the_field(page, camera):
     page.goto('/reset_password_request')
     page.get_by_label('Email').fill('nobody-at-example')
     page.get_by_role('button', name='Request Password Reset').click()
-    assert error_next_to(page, 'email') == 'Invalid email address.'
+    assert error_next_to(page, 'email') == 'This is not a valid email address.'
     camera.shoot(page, 'reset-request-error')
 
 
