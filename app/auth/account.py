@@ -18,6 +18,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user, login_required, logout_user
 
 from app import db, limiter
@@ -46,8 +49,8 @@ from app.auth.tokens import (
 )
 from app.models import EmailChange, User, hash_password, utcnow
 
-INVALID_CONFIRM_LINK = 'This confirmation link is invalid or has expired.'
-INVALID_UNDO_LINK = 'This link is invalid or has expired, or the change was already undone.'
+INVALID_CONFIRM_LINK = _l('This confirmation link is invalid or has expired.')
+INVALID_UNDO_LINK = _l('This link is invalid or has expired, or the change was already undone.')
 
 
 def per_account():
@@ -67,7 +70,7 @@ account_changes_limit = limiter.shared_limit(
 def signed_in_as_someone_else(user):
     """The page saying a link is for another account, when this browser is signed in as one."""
     if current_user.is_authenticated and current_user.id != user.id:
-        page = render_template('auth/link_for_other_account.html', title='Another account')
+        page = render_template('auth/link_for_other_account.html', title=_('Another account'))
         return page, 403
     return None
 
@@ -76,9 +79,9 @@ def signed_out(count):
     """What a count of ended sessions adds to a message: " 2 other sessions were signed out." """
     if not count:
         return ''
-    if count == 1:
-        return ' 1 other session was signed out.'
-    return f' {count} other sessions were signed out.'
+    return ' ' + ngettext(
+        '%(num)s other session was signed out.', '%(num)s other sessions were signed out.', count
+    )
 
 
 def after_link():
@@ -95,7 +98,7 @@ def settings():
     rows = sessions_of(current_user)
     return render_template(
         'auth/settings.html',
-        title='Settings',
+        title=_('Settings'),
         pending=current_user.pending_email_change(),
         button=ButtonForm(),
         sessions_form=EndOtherSessionsForm(),
@@ -119,16 +122,16 @@ def change_password():
         ).rowcount
         if changed != 1:
             db.session.rollback()
-            flash('Your password was changed meanwhile. Try again.', 'error')
+            flash(_('Your password was changed meanwhile. Try again.'), 'error')
             return redirect(url_for('auth.change_password'))
         db.session.refresh(user)
         # Whoever else knew the old password may have asked to move the account.
         EmailChange.cancel_pending(user)
         queue_password_changed_email(user, signed_in=True)
         count = end_other_sessions(user)  # commits the new password, the notice and the rest
-        flash(f'Your password has been changed.{signed_out(count)}', 'success')
+        flash(_('Your password has been changed.') + signed_out(count), 'success')
         return redirect(url_for('auth.settings'))
-    return render_template('auth/change_password.html', title='Change your password', form=form)
+    return render_template('auth/change_password.html', title=_('Change your password'), form=form)
 
 
 @bp.route('/settings/email', methods=['GET', 'POST'])
@@ -154,7 +157,7 @@ def change_email():
         ).rowcount
         if still != 1:
             db.session.rollback()
-            flash('Your password was changed meanwhile. Try again.', 'error')
+            flash(_('Your password was changed meanwhile. Try again.'), 'error')
             return redirect(url_for('auth.change_email'))
         EmailChange.cancel_pending(user)  # the newest request is the one that counts
         change = EmailChange(
@@ -171,12 +174,18 @@ def change_email():
         queue_email_change_emails(change)
         db.session.commit()
         flash(
-            f'We sent a link to {change.new_email}. Until you open it, your email, password '
-            f'resets included, keeps going to {user.email}.',
+            _(
+                'We sent a link to %(new)s. Until you open it, your email, password resets '
+                'included, keeps going to %(old)s.',
+                new=change.new_email,
+                old=user.email,
+            ),
             'info',
         )
         return redirect(url_for('auth.settings'))
-    return render_template('auth/change_email.html', title='Change your email address', form=form)
+    return render_template(
+        'auth/change_email.html', title=_('Change your email address'), form=form
+    )
 
 
 @bp.route('/settings/email/cancel', methods=['POST'])
@@ -186,7 +195,7 @@ def cancel_email_change():
     if form.validate_on_submit():
         EmailChange.cancel_pending(current_user)
         db.session.commit()
-        flash('The change of address is cancelled.', 'info')
+        flash(_('The change of address is cancelled.'), 'info')
     return redirect(url_for('auth.settings'))
 
 
@@ -199,11 +208,14 @@ def resend_confirmation():
     form = ButtonForm()
     if form.validate_on_submit():
         if current_user.email_confirmed:
-            flash('Your email address is already confirmed.', 'info')
+            flash(_('Your email address is already confirmed.'), 'info')
         else:
             queue_confirmation_email(current_user)
             db.session.commit()
-            flash(f'We sent a new confirmation link to {current_user.email}.', 'info')
+            flash(
+                _('We sent a new confirmation link to %(address)s.', address=current_user.email),
+                'info',
+            )
     next_page = request.args.get('next')
     return redirect(next_page if is_safe_next(next_page) else url_for('auth.settings'))
 
@@ -230,9 +242,9 @@ def confirm_email(token):
     if user is None:
         already = payload and db.session.get(User, payload['user_id'])
         if already and already.email_confirmed and already.email == payload['email']:
-            flash('Your email address is already confirmed.', 'info')
+            flash(_('Your email address is already confirmed.'), 'info')
         else:
-            flash(INVALID_CONFIRM_LINK, 'error')
+            flash(str(INVALID_CONFIRM_LINK), 'error')
         return after_link()
     refusal = signed_in_as_someone_else(user)
     if refusal:
@@ -252,12 +264,12 @@ def confirm_email(token):
         ).rowcount
         db.session.commit()
         if confirmed == 1:
-            flash(f'Thank you: {user.email} is confirmed.', 'success')
+            flash(_('Thank you: %(address)s is confirmed.', address=user.email), 'success')
         else:
-            flash('Your email address is already confirmed.', 'info')
+            flash(_('Your email address is already confirmed.'), 'info')
         return after_link()
     return render_template(
-        'auth/confirm_email.html', title='Confirm your email address', form=form, account=user
+        'auth/confirm_email.html', title=_('Confirm your email address'), form=form, account=user
     )
 
 
@@ -301,7 +313,7 @@ def confirm_new_email(token):
     """Move the account to its new address, and tell the old one."""
     change = confirmable_change(token)
     if change is None:
-        flash(INVALID_CONFIRM_LINK, 'error')
+        flash(str(INVALID_CONFIRM_LINK), 'error')
         return after_link()
     user = change.user
     refusal = signed_in_as_someone_else(user)
@@ -318,23 +330,26 @@ def confirm_new_email(token):
         ).rowcount
         if taken != 1:
             db.session.rollback()
-            flash(INVALID_CONFIRM_LINK, 'error')
+            flash(str(INVALID_CONFIRM_LINK), 'error')
             return after_link()
         if not move_to(user, change.new_email, now):
             db.session.rollback()
             flash(
-                f'{change.new_email} belongs to another account now, so yours keeps '
-                f'{change.old_email}.',
+                _(
+                    '%(new)s belongs to another account now, so yours keeps %(old)s.',
+                    new=change.new_email,
+                    old=change.old_email,
+                ),
                 'error',
             )
             return after_link()
         db.session.refresh(change)
         queue_email_change_notice(change, 'confirmed')
         db.session.commit()
-        flash(f'Your email address is now {user.email}.', 'success')
+        flash(_('Your email address is now %(address)s.', address=user.email), 'success')
         return after_link()
     return render_template(
-        'auth/confirm_new_email.html', title='Confirm your new address', form=form, change=change
+        'auth/confirm_new_email.html', title=_('Confirm your new address'), form=form, change=change
     )
 
 
@@ -385,7 +400,7 @@ def undo_email_change(token):
     """
     change = undoable_change(token)
     if change is None:
-        flash(INVALID_UNDO_LINK, 'error')
+        flash(str(INVALID_UNDO_LINK), 'error')
         return after_link()
     user = change.user
     refusal = signed_in_as_someone_else(user)
@@ -402,7 +417,7 @@ def undo_email_change(token):
         ).rowcount
         if ended != 1:
             db.session.rollback()
-            flash(INVALID_UNDO_LINK, 'error')
+            flash(str(INVALID_UNDO_LINK), 'error')
             return after_link()
         EmailChange.cancel_pending(user)
         if made:
@@ -415,8 +430,11 @@ def undo_email_change(token):
         except sa.exc.IntegrityError:
             db.session.rollback()
             flash(
-                f'{change.old_email} belongs to another account now, so it cannot come back. '
-                'Reset your password from the address the account has.',
+                _(
+                    '%(old)s belongs to another account now, so it cannot come back. Reset '
+                    'your password from the address the account has.',
+                    old=change.old_email,
+                ),
                 'error',
             )
             return redirect(url_for('auth.reset_password_request'))
@@ -427,13 +445,20 @@ def undo_email_change(token):
         begin_reset(user, user.reset_state(), utcnow() + timedelta(seconds=ttl))
         if made:
             flash(
-                f'Your email address is {user.email} again, and every session is signed out.',
+                _(
+                    'Your email address is %(address)s again, and every session is signed out.',
+                    address=user.email,
+                ),
                 'success',
             )
         else:
-            flash('The change of address is cancelled, and every session is signed out.', 'success')
-        flash('Now choose a new password: whoever asked for the change knew the old one.', 'info')
+            flash(
+                _('The change of address is cancelled, and every session is signed out.'), 'success'
+            )
+        flash(
+            _('Now choose a new password: whoever asked for the change knew the old one.'), 'info'
+        )
         return redirect(url_for('auth.reset_password_form'))
     return render_template(
-        'auth/undo_email_change.html', title='Undo a change of address', form=form, change=change
+        'auth/undo_email_change.html', title=_('Undo a change of address'), form=form, change=change
     )

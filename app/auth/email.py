@@ -180,7 +180,9 @@ def _change(data):
     return change
 
 
-@email_kind('confirm_new_email', subject=_l('[Microblog] Confirm your new email address'), expires=True)
+@email_kind(
+    'confirm_new_email', subject=_l('[Microblog] Confirm your new email address'), expires=True
+)
 def build_new_address_email(data):
     """The link that moves the account to its new address, unless another account has it.
 
@@ -243,4 +245,3 @@ def build_email_change_notice(data):
         },
         locale=change.user.locale,
     )
-

@@ -187,7 +187,9 @@ class ChangePasswordForm(AccountForm):
 
 class ChangeEmailForm(AccountForm):
     email = StringField(
-        _l('New email address'), filters=[strip_spaces], validators=[DataRequired(), Length(max=320)]
+        _l('New email address'),
+        filters=[strip_spaces],
+        validators=[DataRequired(), Length(max=320)],
     )
     current_password = current_password_field()
     submit = SubmitField(_l('Send a confirmation link'))

@@ -165,7 +165,7 @@ def index():
     form = PostForm()
     may_post = current_user.email_confirmed or current_app.config['UNCONFIRMED_CAN_POST']
     if request.method == 'POST' and not may_post:
-        flash('Confirm your email address to post: open the link we sent you.', 'error')
+        flash(_('Confirm your email address to post: open the link we sent you.'), 'error')
         return redirect(url_for('main.index'))
     if form.validate_on_submit():
         post = Post(body=form.post.data.strip(), author=current_user)
