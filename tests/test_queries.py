@@ -81,13 +81,31 @@ def test_posts_load_with_their_authors(app, make_user, auth, client):
 
 def test_counts_do_not_load_rows(app, make_user, auth, client):
     make_user('susan')
-    fill(5, 2)
+    fill(6, 1)
+    susan = db.session.scalar(sa.select(User).where(User.username == 'susan'))
+    for author in db.session.scalars(sa.select(User).where(User.username != 'susan')):
+        author.follow(susan)
+    db.session.commit()
     auth.login()
-    statements = [s for s, _ in page_queries(client, '/user/susan')]
+    db.session.expunge_all()  # so that every account the pages use is read afresh
+    loaded = []
+
+    def count_load(user, context):
+        loaded.append(user.username)
+
+    sa.event.listen(User, 'load', count_load)
+    try:
+        statements = [s for s, _ in page_queries(client, '/user/susan')]
+        response = client.get('/user/susan')
+    finally:
+        sa.event.remove(User, 'load', count_load)
+    assert '6 followers, 6 following.' in response.text
+    # Six followers and six followed, counted by the database: no account but the
+    # signed-in one, whose page it is, is read.
+    assert set(loaded) == {'susan'}, loaded
     follower_queries = [s for s in statements if 'followers' in s]
-    assert follower_queries
-    for statement in follower_queries:
-        assert 'count(' in statement.lower() or 'followers.followed_id = ' in statement
+    assert len(follower_queries) == 2
+    assert all('count(' in statement.lower() for statement in follower_queries)
 
 
 def explain(statement, parameters):
