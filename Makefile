@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 MAIL_PORT ?= 8025
 
-.PHONY: run test lint venv mail-sink clean
+.PHONY: run test lint lock mutants venv mail-sink clean
 
 venv: $(STAMP)
 
@@ -46,5 +46,22 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The lock files, every transitive dependency pinned, made from requirements*.in:
+# to add or upgrade a dependency, edit the .in file, then run `make lock`.
+PIP_COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+
+lock: venv
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
+
+# Mutation testing of the modules that carry the promises ([tool.mutmut] in
+# pyproject.toml says which, and with which tests). Slow: not part of `make test` or CI.
+# It resumes where it stopped; `$(BIN)/mutmut results` lists the survivors.
+MUTMUT_JOBS ?= 2
+
+mutants: venv
+	nice -n 10 $(BIN)/mutmut run --max-children $(MUTMUT_JOBS)
+	$(BIN)/python bench/mutation_score.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts mutants

@@ -12,6 +12,9 @@ from app import db
 from app.avatars import avatar_digest, avatar_svg
 from tests.helpers import PASSWORD
 
+# Nothing here depends on the database: SQLite is enough.
+pytestmark = pytest.mark.sqlite_only
+
 SVG = '{http://www.w3.org/2000/svg}svg'
 OTHER_KEY = 'another-secret-key-that-is-at-least-32-bytes'
 
