@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+import threading
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 
@@ -83,10 +84,13 @@ def test_each_account_has_its_own_picture_named_by_a_keyed_hash(app, make_user, 
 
 @contextmanager
 def recorded_statements(app):
+    """The statements this thread runs (the delivery worker's own polls are not the page's)."""
     statements = []
+    thread = threading.get_ident()
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
+        if threading.get_ident() == thread:
+            statements.append(statement)
 
     sa.event.listen(db.engine, 'before_cursor_execute', record)
     try:
