@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from app import db, mailer
 from app import security as app_security
 from app.models import User, utcnow
+from app.security import password_problems
 from config import Config
 from tests.helpers import PASSWORD, TEST_REDIS_URL, links_in
 
@@ -566,6 +567,26 @@ COMMON_CASES = [
 RESET_ONLY_CASES = [
     ('the old password', PASSWORD, 'Choose a password you have not used for this account.'),
 ]
+
+
+@pytest.mark.parametrize(
+    ('password', 'refused'),
+    [
+        ('Lantern-' * 1, False),  # 8 characters, the least allowed
+        ('Lantern', True),
+        (('Lantern-meadow-' * 9)[:128], False),  # 128 characters, the most allowed
+        (('Lantern-meadow-' * 9)[:129], True),
+    ],
+)
+def test_password_lengths_at_the_limits(password, refused):
+    length_messages = {'Use at least 8 characters.', 'Use at most 128 characters.'}
+    assert bool(set(password_problems(password)) & length_messages) is refused
+
+
+def test_a_password_cannot_be_the_part_of_the_email_before_the_at_sign():
+    problems = password_problems('Lantern-Meadow', 'bob', 'lantern-meadow@example.com')
+    assert problems == ['Your password cannot be your username or email address.']
+    assert password_problems('Lantern-Meadow-Quiet-42', 'bob', None) == []
 
 
 def _cases(rows):
