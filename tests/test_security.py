@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 import sqlalchemy as sa
+from werkzeug.security import generate_password_hash
 
 from app import db, mailer
 from app import security as app_security
@@ -587,6 +588,41 @@ def test_a_password_cannot_be_the_part_of_the_email_before_the_at_sign():
     problems = password_problems('Lantern-Meadow', 'bob', 'lantern-meadow@example.com')
     assert problems == ['Your password cannot be your username or email address.']
     assert password_problems('Lantern-Meadow-Quiet-42', 'bob', None) == []
+
+
+@pytest.mark.parametrize(
+    ('password', 'username', 'problems'),
+    [
+        # Strong alone, weak beside the username: zxcvbn is told the account's names.
+        ('riverstone2024', None, []),
+        (
+            'riverstone2024',
+            'riverstone',
+            [
+                'This password is too easy to guess. '
+                'Add another word or two. Uncommon words are better.'
+            ],
+        ),
+        ('correcthorse', None, []),  # score 2, the least accepted
+        (
+            'kjhgfdsaqw',
+            None,
+            [
+                'This is similar to a commonly used password. Add another word or two. '
+                "Uncommon words are better. Reversed words aren't much harder to guess."
+            ],
+        ),
+    ],
+)
+def test_a_weak_password_gets_zxcvbns_warning_and_every_suggestion(password, username, problems):
+    assert password_problems(password, username) == problems
+
+
+def test_the_old_password_is_refused_with_its_own_message():
+    old_hash = generate_password_hash(PASSWORD, method='pbkdf2:sha256:1')
+    assert password_problems(PASSWORD, 'susan', 'susan@example.com', old_hash) == [
+        'Choose a password you have not used for this account.'
+    ]
 
 
 def _cases(rows):
