@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 MAIL_PORT ?= 8025
 
-.PHONY: run test lint venv mail-sink clean
+.PHONY: run test lint lock mutants venv mail-sink clean
 
 venv: $(STAMP)
 
@@ -46,5 +46,31 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The lock files, every transitive dependency pinned, made from requirements*.in:
+# to add or upgrade a dependency, edit the .in file, then run `make lock`.
+PIP_COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+
+lock: venv
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
+
+# Mutation testing of the modules that carry the promises ([tool.mutmut] in
+# pyproject.toml says which, and with which tests), on SQLite. Slow: not part of
+# `make test` or CI. It resumes where it stopped; `make mutants MUTANTS='app.security*'`
+# runs one module's mutants. It has a virtualenv of its own, so that it can use another
+# Python: Python 3.11.7 stops mutmut's first pass with "AST constructor recursion
+# depth mismatch" (CPython gh-106905); `MUTANTS_PYTHON=python3.12` does not.
+MUTANTS_PYTHON ?= $(PYTHON)
+MUTANTS_VENV := .venv-mutants
+MUTMUT_JOBS ?= 2
+MUTANTS ?=
+
+mutants: requirements-dev.txt
+	@test -x $(MUTANTS_VENV)/bin/mutmut || { $(MUTANTS_PYTHON) -m venv $(MUTANTS_VENV) && \
+		$(MUTANTS_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt; }
+	TEST_DATABASE_URL= TEST_REDIS_URL= nice -n 10 $(MUTANTS_VENV)/bin/mutmut run \
+		--max-children $(MUTMUT_JOBS) $(MUTANTS)
+	$(MUTANTS_VENV)/bin/python bench/mutation_score.py --survivors
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts mutants $(MUTANTS_VENV)

@@ -12,6 +12,8 @@ BIN = Path(sys.executable).parent
 NOT_IN_A_CLONE = shutil.ignore_patterns(
     '.git',
     '.venv',
+    '.venv-mutants',
+    'mutants',
     '.env',
     '*.db',
     '*.db-shm',

@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite.
 
 Every test that uses ``app`` runs on SQLite, and again on PostgreSQL when
-TEST_DATABASE_URL is set (CI sets it).
+TEST_DATABASE_URL is set (CI sets it); a test marked ``sqlite_only``, whose outcome
+does not depend on the database, runs on SQLite alone.
 """
 
 import flask
@@ -30,7 +31,14 @@ def _reset_postgres(url):
     engine.dispose()
 
 
-@pytest.fixture(params=DATABASES)
+def pytest_generate_tests(metafunc):
+    """Run each test that needs a database on every database, or on SQLite if marked so."""
+    if 'database_url' in metafunc.fixturenames:
+        one = metafunc.definition.get_closest_marker('sqlite_only') is not None
+        metafunc.parametrize('database_url', DATABASES[:1] if one else DATABASES, indirect=True)
+
+
+@pytest.fixture
 def database_url(request, tmp_path):
     """A fresh, empty database: a SQLite file, or the PostgreSQL test database."""
     if request.param == 'sqlite':

@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+import threading
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 
@@ -11,6 +12,9 @@ import sqlalchemy as sa
 from app import db
 from app.avatars import avatar_digest, avatar_svg
 from tests.helpers import PASSWORD
+
+# Nothing here depends on the database: SQLite is enough.
+pytestmark = pytest.mark.sqlite_only
 
 SVG = '{http://www.w3.org/2000/svg}svg'
 OTHER_KEY = 'another-secret-key-that-is-at-least-32-bytes'
@@ -80,10 +84,13 @@ def test_each_account_has_its_own_picture_named_by_a_keyed_hash(app, make_user, 
 
 @contextmanager
 def recorded_statements(app):
+    """The statements this thread runs (the delivery worker's own polls are not the page's)."""
     statements = []
+    thread = threading.get_ident()
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
+        if threading.get_ident() == thread:
+            statements.append(statement)
 
     sa.event.listen(db.engine, 'before_cursor_execute', record)
     try:

@@ -4,6 +4,7 @@ import logging
 import re
 import threading
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,14 @@ import sqlalchemy as sa
 
 from app import db
 from app.mail import deliver_pending, send_email
+from app.mail.outbox import (
+    DeliveryReport,
+    Sender,
+    candidate_ids,
+    claim_due,
+    renew,
+    take,
+)
 from app.models import OutboundEmail, utcnow
 from tests.helpers import TEST_REDIS_URL
 from tests.kinds import TEST_KIND, label_of
@@ -185,35 +194,69 @@ def test_a_stale_claim_is_taken_over_and_a_live_one_is_left(manual_app, port):
         server.stop()
 
 
-def test_two_workers_send_every_message_exactly_once(manual_app, port):
-    server = MailServer(port).start()
-    try:
-        queue_messages(60)
-        manual_app.config['MAIL_BATCH_SIZE'] = 5
-        errors = []
+@contextmanager
+def other_worker(app):
+    """A second worker's database session, beside the test's own (whose transaction stays open).
 
-        def work():
-            with manual_app.app_context():
-                try:
-                    for _ in range(20):
-                        deliver_pending()
-                except Exception as exc:  # noqa: BLE001 - reported to the test below
-                    errors.append(exc)
-                finally:
-                    db.session.remove()
+    On PostgreSQL it waits at most a second for a row lock, so that a claim that would
+    block on the first worker's rows fails instead of hanging the test.
+    """
+    with app.app_context():
+        try:
+            if db.engine.dialect.name == 'postgresql':
+                db.session.execute(sa.text("SET lock_timeout = '1s'"))
+            yield
+        finally:
+            db.session.remove()
 
-        workers = [threading.Thread(target=work) for _ in range(2)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
-        assert errors == []
-        labels = [label_of(received) for received in server.messages]
-        assert len(labels) == 60
-        assert len(set(labels)) == 60
-        assert {row.status for row in rows()} == {'sent'}
-    finally:
-        server.stop()
+
+def holders():
+    """Who holds each message, by id."""
+    return {row.id: row.claimed_by for row in rows()}
+
+
+def test_two_workers_claiming_at_once_never_take_the_same_message(manual_app):
+    queue_messages(10)
+    now = utcnow()
+    ids = [row.id for row in rows()]
+    # Worker A has read the first five due messages, and not yet marked them as its own...
+    read_by_a = candidate_ids(now, 5)
+    assert read_by_a == ids[:5]
+    # ... when worker B claims five.
+    with other_worker(manual_app):
+        taken_by_b = [email.id for email in claim_due(now, 'B', 5)]
+    taken_by_a = [email.id for email in take(read_by_a, now, 'A')]
+
+    assert not set(taken_by_a) & set(taken_by_b)
+    assert holders() == {
+        **dict.fromkeys(ids),
+        **dict.fromkeys(taken_by_a, 'A'),
+        **dict.fromkeys(taken_by_b, 'B'),
+    }
+    if db.engine.dialect.name == 'postgresql':
+        # Rows being claimed are skipped, not waited for: B took the next five.
+        assert (taken_by_a, taken_by_b) == (ids[:5], ids[5:])
+    else:
+        # SQLite has no row locks: B took A's five, and A, checking again, took none.
+        assert (taken_by_a, taken_by_b) == ([], ids[:5])
+
+
+def test_an_expired_lease_passes_the_message_to_another_worker_for_good(manual_app):
+    queue_messages(1)
+    now = utcnow()
+    (held_by_a,) = claim_due(now, 'A', 5)
+    after_the_lease = held_by_a.claimed_until + timedelta(seconds=1)
+    with other_worker(manual_app):
+        (held_by_b,) = claim_due(after_the_lease, 'B', 5)
+    assert held_by_b.id == held_by_a.id
+    # A, back from a long stall, neither keeps the message nor writes its outcome.
+    assert renew([held_by_a], after_the_lease, 'A') == []
+    stalled = Sender(now, DeliveryReport())
+    stalled.worker = 'A'
+    stalled.failed(held_by_a, '421 try again later', permanent=False)
+    row = rows()[0]
+    assert (row.status, row.claimed_by, row.attempts, row.last_error) == ('sending', 'B', 0, None)
+    assert renew([held_by_b], after_the_lease, 'B') != []
 
 
 def test_status_and_send_pending_commands(manual_app, port):

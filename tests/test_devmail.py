@@ -11,6 +11,9 @@ from app.mail.sink import MailSink, sink_folder
 from tests.helpers import PASSWORD
 from tests.mailserver import free_port
 
+# Nothing here depends on the database: SQLite is enough.
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def sink_port():

@@ -11,6 +11,9 @@ from app.mail.smtp import SMTPConnection
 from tests.helpers import TestConfig
 from tests.mailserver import MailServer, accept_login, free_port
 
+# Nothing here depends on the database: SQLite is enough.
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def smtp_server():

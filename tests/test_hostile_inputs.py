@@ -74,6 +74,7 @@ TOKEN_CASES = [
 ]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ('token', 'status'), [row[1:] for row in TOKEN_CASES], ids=[row[0] for row in TOKEN_CASES]
 )
@@ -150,6 +151,7 @@ def test_a_long_field_gets_a_message(client, susan, path, field, message):
         assert 'x' * 1000 not in response.text  # a password is never sent back
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('path', sorted(FORMS))
 def test_a_one_megabyte_field_gets_a_clean_413(client, susan, path):
     state, fields = FORMS[path]
@@ -211,6 +213,7 @@ CSRF_FAILURES = {
 }
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('how', CSRF_FAILURES)
 @pytest.mark.parametrize(('path', 'data'), CSRF_POSTS)
 def test_a_post_without_its_csrf_token_is_refused(csrf_app, path, data, how):
@@ -239,6 +242,7 @@ HOST_CASES = [
 ]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(('headers', 'trusted', 'status'), HOST_CASES)
 def test_forged_hosts(make_app, headers, trusted, status):
     app = make_app(TRUSTED_HOSTS=trusted)
@@ -277,6 +281,7 @@ NEXT_CASES = [
 ]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(('target', 'location'), NEXT_CASES)
 def test_next_never_leads_off_the_site(client, susan, target, location):
     response = client.post(
@@ -392,6 +397,7 @@ def is_on_site(location):
     return cleaned.startswith('/') and not parts.scheme and not parts.netloc
 
 
+@pytest.mark.sqlite_only
 @settings(
     max_examples=30,
     deadline=None,

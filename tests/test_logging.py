@@ -7,6 +7,9 @@ import pytest
 from app.logs import OTHER_LOGGERS, AdminErrorMail
 from tests.mailserver import MailServer, accept_login
 
+# Nothing here depends on the database: SQLite is enough.
+pytestmark = pytest.mark.sqlite_only
+
 DATABASE_PASSWORD = 'db-password-never-in-an-email'
 MAIL_PASSWORD = 'smtp-password-never-in-an-email'
 RESET_TOKEN = 'eyJhbGciOiJIUzI1NiJ9.eyJyZXNldF9wYXNzd29yZCI6MX0.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg'

@@ -208,6 +208,7 @@ def test_a_device_cookie_must_be_the_accounts_and_the_sites(app, how):
     assert log_in(client).status_code == 429
 
 
+@pytest.mark.sqlite_only
 def test_the_device_cookie_is_httponly_strict_and_only_for_the_login_form(app):
     response = log_in(browser(app, '198.51.100.6'))
     [cookie] = [
@@ -253,6 +254,7 @@ def test_forty_guesses_at_once_get_at_most_the_limit_checked(app, monkeypatch, a
     assert statuses(answers).count(429) == 40 - len(checked)
 
 
+@pytest.mark.sqlite_only
 def test_a_success_is_what_the_view_decided_not_its_status_code(app, monkeypatch):
     # Flask 3.2 redirects with 303: a success must not count as a failure then.
     monkeypatch.setattr(auth_routes, 'redirect', functools.partial(flask.redirect, code=303))
@@ -276,6 +278,7 @@ def comparable(response, name):
     return response.status_code, response.text.replace(name, 'NAME'), headers
 
 
+@pytest.mark.sqlite_only
 def test_answers_are_the_same_for_known_and_unknown_usernames(app):
     seen = {}
     for name, first in (('susan', 10), ('nobody', 30)):
@@ -314,6 +317,7 @@ def test_a_strangers_reset_requests_do_not_stop_the_owners_email(app):
     assert CHECK_EMAIL in owner.get('/login').text
 
 
+@pytest.mark.sqlite_only
 def test_reset_answers_are_the_same_for_known_and_unknown_addresses(app):
     seen = {}
     for address in ('susan@example.com', 'nobody@example.com'):

@@ -22,6 +22,7 @@ def register(client, username='susan', email='susan@example.com', password=PASSW
     return client.post('/register', data=data)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('path', ['/', '/index', '/explore', '/user/susan', '/edit_profile'])
 def test_pages_that_need_login_redirect_to_login(client, make_user, path):
     make_user('susan')
@@ -32,6 +33,7 @@ def test_pages_that_need_login_redirect_to_login(client, make_user, path):
     assert 'Please log in to access this page.' in page.text
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('path', ['/follow/susan', '/unfollow/susan'])
 def test_follow_needs_login(client, make_user, path):
     make_user('susan')
@@ -39,6 +41,7 @@ def test_follow_needs_login(client, make_user, path):
     assert response.headers['Location'].startswith('/login?next=')
 
 
+@pytest.mark.sqlite_only
 def test_login_page(client):
     response = client.get('/login')
     assert response.status_code == 200
@@ -96,6 +99,7 @@ def test_register_errors(client, make_user, fields, message):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
 
 
+@pytest.mark.sqlite_only
 def test_logged_in_user_is_sent_away_from_login_and_register(client, make_user, auth):
     make_user('susan')
     auth.login()
@@ -115,6 +119,7 @@ def test_login_and_logout(client, make_user, auth):
     assert client.get('/index').status_code == 302
 
 
+@pytest.mark.sqlite_only
 def test_logging_out_says_one_thing(client, make_user, auth):
     make_user('susan')
     auth.login()
@@ -127,6 +132,7 @@ def flashes(page):
     return re.findall(r'<p class="flash flash-(\w+)" role="\w+">([^<]*)</p>', page)
 
 
+@pytest.mark.sqlite_only
 def test_errors_and_successes_look_different(client, make_user, auth):
     page = client.get(register(client).headers['Location']).text
     assert [kind for kind, _ in flashes(page)] == ['info']
@@ -148,6 +154,7 @@ def test_login_is_case_insensitive_on_username(client, make_user, auth):
     assert auth.login('SUSAN').headers['Location'] == '/index'
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ('username', 'password'),
     [('susan', 'wrong-password-here'), ('nobody', PASSWORD), ('susan', '')],
@@ -162,6 +169,7 @@ def test_login_failures(client, make_user, username, password):
     assert client.get('/index').status_code == 302
 
 
+@pytest.mark.sqlite_only
 def test_remember_me_keeps_the_session_cookie_for_a_month(client, make_user, auth):
     make_user('susan')
     auth.login(remember_me=True)
@@ -171,6 +179,7 @@ def test_remember_me_keeps_the_session_cookie_for_a_month(client, make_user, aut
     assert timedelta(days=29) < lifetime <= timedelta(days=30)
 
 
+@pytest.mark.sqlite_only
 def test_remember_me_off_sets_no_cookie(client, make_user, auth):
     make_user('susan')
     auth.login()
@@ -179,6 +188,7 @@ def test_remember_me_off_sets_no_cookie(client, make_user, auth):
     assert client.get_cookie('remember_token', domain='microblog.example.com') is None
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     'target',
     [
@@ -202,6 +212,7 @@ def test_login_never_redirects_off_site(client, make_user, auth, target):
     assert response.headers['Location'] == '/index'
 
 
+@pytest.mark.sqlite_only
 def test_login_follows_next_on_site(client, make_user):
     make_user('susan')
     response = client.post('/login?next=/explore', data={'username': 'susan', 'password': PASSWORD})
@@ -219,6 +230,7 @@ def test_post_appears_on_index_and_explore(client, make_user, auth):
     assert 'Hello, world' in client.get('/explore').text
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ('body', 'message'),
     [('x' * 141, 'Field must be between 1 and 140 characters long.'), ('   ', 'required')],
@@ -351,6 +363,7 @@ def test_follow_errors(client, make_user, auth, path, message):
     assert message in response.text
 
 
+@pytest.mark.sqlite_only
 def test_follow_is_not_a_get(client, make_user, auth):
     make_user('susan')
     make_user('john')
@@ -402,6 +415,7 @@ def test_last_seen_is_updated(client, make_user, auth):
     assert db.session.get(User, susan.id).last_seen > long_ago + timedelta(days=29)
 
 
+@pytest.mark.sqlite_only
 def test_404_page(client):
     response = client.get('/no/such/page')
     assert response.status_code == 404
@@ -424,6 +438,7 @@ def test_500_page_rolls_back(make_app):
         assert db.session.scalar(sa.select(User).where(User.username == 'ghost')) is None
 
 
+@pytest.mark.sqlite_only
 def test_missing_csrf_token_is_a_clean_400(make_app):
     app = make_app(WTF_CSRF_ENABLED=True)
     response = app.test_client().post('/login', data={'username': 'susan', 'password': PASSWORD})
@@ -431,12 +446,14 @@ def test_missing_csrf_token_is_a_clean_400(make_app):
     assert 'The CSRF token is missing.' in response.text
 
 
+@pytest.mark.sqlite_only
 def test_405_page_is_clean(client):
     response = client.delete('/login')
     assert response.status_code == 405
     assert 'Method Not Allowed' in response.text
 
 
+@pytest.mark.sqlite_only
 def test_explore_is_headed_explore(client, make_user, auth):
     make_user('susan')
     auth.login()
@@ -446,6 +463,7 @@ def test_explore_is_headed_explore(client, make_user, auth):
     assert 'Hi, <span class="username">susan</span>!' in client.get('/index').text
 
 
+@pytest.mark.sqlite_only
 def test_the_post_box_says_its_limit_and_counts_down_with_a_local_script(client, make_user, auth):
     make_user('susan')
     auth.login()
@@ -464,6 +482,7 @@ def test_the_post_box_says_its_limit_and_counts_down_with_a_local_script(client,
         assert 'characters left' in script.text and 'data-relative' in script.text
 
 
+@pytest.mark.sqlite_only
 def test_post_times_are_utc_and_marked_for_the_relative_time_script(client, make_user, auth):
     susan = make_user('susan')
     db.session.add(Post(body='hello', author=susan))
@@ -475,6 +494,7 @@ def test_post_times_are_utc_and_marked_for_the_relative_time_script(client, make
     assert re.fullmatch(ENGLISH_MOMENT, time[2])
 
 
+@pytest.mark.sqlite_only
 def test_the_429_page_says_how_long_to_wait(make_app):
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_LOGIN_PER_ADDRESS='1 per hour')
     client = app.test_client()
@@ -489,6 +509,7 @@ def test_the_429_page_says_how_long_to_wait(make_app):
     assert wait[1] == describe_wait(seconds)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ('seconds', 'words'),
     [

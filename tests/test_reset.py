@@ -103,6 +103,7 @@ def test_unknown_email_gets_the_same_answer_and_no_email(client, make_user, outb
     ]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('address', ['', 'not-an-email', 'a@b'])
 def test_bad_email_is_refused_on_the_page(client, address, outbox):
     response = request_reset(client, address)
@@ -112,6 +113,7 @@ def test_bad_email_is_refused_on_the_page(client, address, outbox):
     assert len(outbox) == 0
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('path', ['/reset_password_request', '/reset_password/anything'])
 def test_logged_in_user_goes_to_the_index(client, make_user, auth, path):
     make_user('susan')
@@ -119,6 +121,7 @@ def test_logged_in_user_goes_to_the_index(client, make_user, auth, path):
     assert client.get(path).headers['Location'] == '/index'
 
 
+@pytest.mark.sqlite_only
 def test_reset_page_without_a_link_says_so(client):
     response = client.get('/reset_password')
     assert response.headers['Location'] == '/reset_password_request'
@@ -188,6 +191,7 @@ BAD_TOKENS = {
 }
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('kind', BAD_TOKENS)
 def test_bad_tokens_are_refused(client, make_user, kind):
     user = make_user('susan')
@@ -214,6 +218,7 @@ def test_token_from_before_a_password_change_is_refused(make_user):
     assert User.verify_reset_password_token(token) is None
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     ('password', 'password2', 'message'),
     [
@@ -232,6 +237,7 @@ def test_reset_form_errors(client, make_user, password, password2, message):
     assert user.check_password(PASSWORD)
 
 
+@pytest.mark.sqlite_only
 def test_missing_csrf_token_is_refused(make_app):
     app = make_app(WTF_CSRF_ENABLED=True)
     client = app.test_client()

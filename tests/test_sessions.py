@@ -96,6 +96,58 @@ def test_the_sessions_page_lists_them_and_signs_out_the_others(app, susan):
     assert not signed_in(phone) and not signed_in(phone_copy)
 
 
+def test_the_sessions_page_shows_and_ends_only_this_accounts_live_sign_ins(app, susan, make_user):
+    laptop = log_in(app.test_client(), user_agent=FIREFOX, address='203.0.113.7')
+    phone = log_in(app.test_client(), user_agent=IPHONE, address='198.51.100.23')
+    make_user('bob')
+    bobs = app.test_client()
+    bobs.post('/login', data={'username': 'bob', 'password': PASSWORD})
+    assert signed_in(bobs)
+    laptop_row, phone_row = db.session.scalars(
+        sa.select(UserSession).where(UserSession.user_id == susan.id).order_by(UserSession.id)
+    ).all()
+    # The laptop, signed in first, was used last; an old sign-in ran out; a reset is under way.
+    phone_row.last_seen_at = utcnow() - timedelta(minutes=10)
+    laptop_row.last_seen_at = utcnow()
+    now = utcnow()
+    expired = UserSession(
+        key_hash='e' * 64,
+        user_id=susan.id,
+        purpose=UserSession.LOGIN,
+        device='Old Opera',
+        ip_address='192.0.2.1',
+        created_at=now - timedelta(days=60),
+        last_seen_at=now,
+        expires_at=now - timedelta(seconds=1),
+    )
+    reset = UserSession(
+        key_hash='r' * 64,
+        user_id=susan.id,
+        purpose=UserSession.RESET,
+        device='Reset Edge',
+        ip_address='192.0.2.2',
+        expires_at=now + timedelta(minutes=10),
+        reset_state='state',
+    )
+    db.session.add_all([expired, reset])
+    db.session.commit()
+
+    page = laptop.get('/sessions').text
+    rows = re.findall(r'<tr>\s*<td>(.*?)</td>\s*<td>(.*?)</td>', page)
+    assert rows == [
+        ('Firefox on Windows <strong>(this browser)</strong>', '203.0.113.7'),
+        ('Mobile Safari on iOS', '198.51.100.23'),
+    ]
+
+    db.session.delete(expired)
+    db.session.commit()
+    laptop.post('/sessions')
+    assert 'Signed out of 1 other session.' in laptop.get('/sessions').text
+    assert signed_in(laptop) and not signed_in(phone)
+    assert signed_in(bobs)
+    assert db.session.get(UserSession, reset.id) is not None
+
+
 def test_the_sessions_page_needs_a_login(client):
     assert client.get('/sessions').headers['Location'].startswith('/login')
     assert client.post('/sessions').headers['Location'].startswith('/login')

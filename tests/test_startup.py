@@ -104,6 +104,7 @@ def test_cookies_are_secure_when_the_site_is_served_over_https(scheme, secure):
     assert checked['REMEMBER_COOKIE_SECURE'] is secure
 
 
+@pytest.mark.sqlite_only
 def test_the_reset_link_of_a_deployment_in_debug_mode_goes_to_its_public_address(make_app):
     app = make_app(
         DEBUG=True,

@@ -75,6 +75,7 @@ def add_users(app, *names):
 # Validation: the whole name must match, and nothing is stripped
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     'name', [row[1] for row in HOSTILE_NAMES], ids=[r[0] for r in HOSTILE_NAMES]
 )
@@ -86,6 +87,7 @@ def test_register_refuses_a_name_with_anything_around_it(client, make_user, name
     assert usernames() == ['bob']
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     'name', [row[1] for row in HOSTILE_NAMES], ids=[r[0] for r in HOSTILE_NAMES]
 )
@@ -99,6 +101,7 @@ def test_edit_profile_refuses_a_name_with_anything_around_it(app, make_user, nam
     assert usernames() == ['bob', 'susan']
 
 
+@pytest.mark.sqlite_only
 def test_a_name_free_of_anything_around_it_is_taken_as_typed(client):
     assert client.post('/register', data=registration('Bob.Smith-2_x')).status_code == 302
     assert usernames() == ['Bob.Smith-2_x']
