@@ -808,3 +808,27 @@ def test_a_change_asked_with_a_password_changed_meanwhile_is_refused(
     monkeypatch.undo()
     assert user_named('zoe').check_password(NEW_PASSWORD)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(EmailChange)) == 0
+
+
+def test_the_account_emails_are_in_the_account_language(client, make_user, outbox, app):
+    """Registered from a Chinese page: the confirmation is in Chinese, and so is every
+    email about the account, whoever's browser asks (here, an English one)."""
+    chinese = {'Accept-Language': 'zh-CN,zh;q=0.9'}
+    data = {'username': 'li', 'email': 'li@example.com'}
+    data |= {'password': NEW_PASSWORD, 'password2': NEW_PASSWORD}
+    client.post('/register', data=data, headers=chinese)
+    welcome = only_message(outbox, 'li@example.com')
+    assert welcome.subject == '[Microblog] 确认您的邮箱地址'
+    assert '有效期为 3 天' in welcome.body and '有效期为 3 天' in welcome.html
+    client.post(link(welcome, '/confirm_email/'), headers=chinese)
+    outbox.clear()
+    english = sign_in_as(app.test_client(), user_named('li'))
+    english.post(
+        '/settings/email',
+        data={'email': 'li@new.example', 'current_password': NEW_PASSWORD},
+        headers={'Accept-Language': 'en'},
+    )
+    subjects = sorted(message.subject for message in outbox.wait())
+    assert subjects == ['[Microblog] 您的邮箱地址有变更', '[Microblog] 确认您的新邮箱地址']
+    notice = only_message(outbox, 'li@example.com')
+    assert '/undo_email_change/' in notice.body and '有效期为 7 天' in notice.body
