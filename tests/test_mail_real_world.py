@@ -193,10 +193,12 @@ def test_an_address_nfc_lengthens_past_the_column_gets_a_message(mail_app):
 def test_one_mailbox_one_account_however_it_is_written(mail_app, other):
     add_user('hans', 'hans@straße.de')
     response = register(mail_app.test_client(), other)
+    assert response.status_code == 302  # the same answer either way: the form never tells
+    made = db.session.scalar(sa.select(User).where(User.username == 'newcomer'))
     if other.lower().endswith('ｓｔｒａｓｓｅ.de'.lower()):
-        assert response.status_code == 302  # strasse.de is another domain
+        assert made is not None  # strasse.de is another domain
     else:
-        assert 'Please use a different email address.' in response.text
+        assert made is None
 
 
 def test_the_database_refuses_a_second_account_for_one_mailbox(mail_app):

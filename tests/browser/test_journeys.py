@@ -261,7 +261,8 @@ def wait_for_email(mail_server, address, text, deadline=20):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         for received in list(mail_server.messages):
-            if address in received.rcpt_tos and text in received.part('text/plain'):
+            body = ' '.join(received.part('text/plain').split())  # lines wrapped anywhere
+            if address in received.rcpt_tos and text in body:
                 return received
         time.sleep(0.05)
     raise AssertionError(f'no email to {address} saying {text!r}')
