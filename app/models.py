@@ -108,6 +108,23 @@ class User(UserMixin, db.Model):
         """Store a salted hash of the password."""
         self.password_hash = hash_password(password)
 
+    def swap_password_hash(self, new_hash):
+        """Store ``new_hash`` only while the stored hash is still the one this object holds.
+
+        A compare-and-set: of two requests checked against the same password, only the
+        first gets True. ``User.password_hash`` as ``new_hash`` changes nothing but still
+        holds the row, ordering the caller's transaction against a password change.
+        """
+        return (
+            db.session.execute(
+                sa.update(User)
+                .where(User.id == self.id, User.password_hash == self.password_hash)
+                .values(password_hash=new_hash)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            == 1
+        )
+
     def check_password(self, password):
         """Whether the password matches the stored hash."""
         if not self.password_hash:
@@ -372,6 +389,21 @@ class EmailChange(db.Model):
             cls.old_confirmed.is_(True),
             cls.status == cls.CONFIRMED,
             cls.confirmed_at > since,
+        )
+
+    def move_on(self, status, **values):
+        """Set ``status`` only while the row still has the status this object holds.
+
+        A compare-and-set: of two uses of one link at once, only the first gets True.
+        """
+        return (
+            db.session.execute(
+                sa.update(EmailChange)
+                .where(EmailChange.id == self.id, EmailChange.status == self.status)
+                .values(status=status, **values)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            == 1
         )
 
     @classmethod

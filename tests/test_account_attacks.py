@@ -18,6 +18,7 @@ from app import db, mailer
 from app.auth.tokens import CONFIRM_EMAIL, CONFIRM_NEW_EMAIL, UNDO_EMAIL_CHANGE, make_link_token
 from app.models import EmailChange, User, UserSession, utcnow
 from tests.helpers import PASSWORD, Outbox, links_in, sign_in_as
+from tests.test_account_emails import waiting_change
 from tests.test_usernames_and_races import at_once, first_writes_meet
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
@@ -327,16 +328,7 @@ def test_csrf_guards_every_state_change(make_app):
         zoe.set_password(PASSWORD)
         db.session.add(zoe)
         db.session.commit()
-        change = EmailChange(
-            user_id=zoe.id,
-            old_email=zoe.email,
-            old_email_key=zoe.email_key,
-            old_confirmed=True,
-            new_email='new@example.com',
-            status='pending',
-        )
-        db.session.add(change)
-        db.session.commit()
+        change = waiting_change(zoe)
 
         later = utcnow() + timedelta(hours=1)
         new = make_link_token(

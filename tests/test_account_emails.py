@@ -66,6 +66,21 @@ def confirmed(user):
     return user
 
 
+def waiting_change(user, new='new@example.com'):
+    """A change of ``user``'s confirmed address to ``new``, waiting for its link, committed."""
+    change = EmailChange(
+        user_id=user.id,
+        old_email=user.email,
+        old_email_key=user.email_key,
+        old_confirmed=True,
+        new_email=new,
+        status=EmailChange.PENDING,
+    )
+    db.session.add(change)
+    db.session.commit()
+    return change
+
+
 def user_named(name):
     db.session.expire_all()
     return db.session.scalar(sa.select(User).where(User.username == name))
@@ -682,16 +697,7 @@ ROUTES = {
 @pytest.mark.parametrize('route', ROUTES)
 def test_a_link_of_one_kind_is_refused_as_any_other(client, make_user, route):
     user = make_user('zoe')
-    change = EmailChange(
-        user_id=user.id,
-        old_email=user.email,
-        old_email_key=user.email_key,
-        old_confirmed=True,
-        new_email='new@example.com',
-        status=EmailChange.PENDING,
-    )
-    db.session.add(change)
-    db.session.commit()
+    change = waiting_change(user)
     tokens = tokens_for(user, change)
     for kind, token in tokens.items():
         if kind == route:
@@ -747,16 +753,7 @@ def test_the_settings_gather_the_address_the_password_and_the_sessions(client, m
 
 def test_a_token_with_the_right_claims_but_another_purpose_is_refused(client, make_user):
     user = make_user('zoe')
-    change = EmailChange(
-        user_id=user.id,
-        old_email=user.email,
-        old_email_key=user.email_key,
-        old_confirmed=True,
-        new_email='new@example.com',
-        status='pending',
-    )
-    db.session.add(change)
-    db.session.commit()
+    change = waiting_change(user)
     later = utcnow() + timedelta(hours=1)
     # The claims the new address's link has, signed as an undo link.
     forged = make_link_token(UNDO_EMAIL_CHANGE, later, change_id=change.id, email='new@example.com')

@@ -113,14 +113,8 @@ def change_password():
     form = ChangePasswordForm(current_user)
     if form.validate_on_submit():
         user = current_user._get_current_object()
-        # Compare-and-set on the hash the form was checked against, as a reset does.
-        changed = db.session.execute(
-            sa.update(User)
-            .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(password_hash=hash_password(form.password.data))
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if changed != 1:
+        # Against the hash the form was checked against, as a reset does.
+        if not user.swap_password_hash(hash_password(form.password.data)):
             db.session.rollback()
             flash(_('Your password was changed meanwhile. Try again.'), 'error')
             return redirect(url_for('auth.change_password'))
@@ -146,16 +140,10 @@ def change_email():
     form = ChangeEmailForm(current_user)
     if form.validate_on_submit():
         user = current_user._get_current_object()
-        # Only while the password is still the one the form checked (a compare-and-set,
-        # which also holds the row): a new password cancels waiting changes, and one
-        # asked for with the old password must not slip in after it.
-        still = db.session.execute(
-            sa.update(User)
-            .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(password_hash=User.password_hash)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if still != 1:
+        # Only while the password is still the one the form checked (holding the row): a
+        # new password cancels waiting changes, and one asked for with the old password
+        # must not slip in after it.
+        if not user.swap_password_hash(User.password_hash):
             db.session.rollback()
             flash(_('Your password was changed meanwhile. Try again.'), 'error')
             return redirect(url_for('auth.change_email'))
@@ -322,13 +310,7 @@ def confirm_new_email(token):
     form = ButtonForm()
     if form.validate_on_submit():
         now = utcnow()
-        taken = db.session.execute(
-            sa.update(EmailChange)
-            .where(EmailChange.id == change.id, EmailChange.status == EmailChange.PENDING)
-            .values(status=EmailChange.CONFIRMED, confirmed_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if taken != 1:
+        if not change.move_on(EmailChange.CONFIRMED, confirmed_at=now):
             db.session.rollback()
             flash(str(INVALID_CONFIRM_LINK), 'error')
             return after_link()
@@ -409,13 +391,8 @@ def undo_email_change(token):
     form = ButtonForm()
     if form.validate_on_submit():
         made = change.status == EmailChange.CONFIRMED
-        ended = db.session.execute(
-            sa.update(EmailChange)
-            .where(EmailChange.id == change.id, EmailChange.status == change.status)
-            .values(status=EmailChange.UNDONE if made else EmailChange.CANCELLED, ended_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if ended != 1:
+        ended = EmailChange.UNDONE if made else EmailChange.CANCELLED
+        if not change.move_on(ended, ended_at=utcnow()):
             db.session.rollback()
             flash(str(INVALID_UNDO_LINK), 'error')
             return after_link()

@@ -224,13 +224,7 @@ def reset_password_form():
     if form.validate_on_submit():
         # Compare-and-set on the old hash: of two submissions of one link,
         # only the first changes the password.
-        changed = db.session.execute(
-            sa.update(User)
-            .where(User.id == user.id, User.password_hash == user.password_hash)
-            .values(password_hash=hash_password(form.password.data))
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if changed != 1:
+        if not user.swap_password_hash(hash_password(form.password.data)):
             db.session.rollback()
             end_reset()
             flash(str(INVALID_LINK), 'error')
