@@ -39,8 +39,13 @@ run: venv
 mail-sink: venv
 	@$(DEV_SETTINGS) $(BIN)/flask mail sink --host $(HOST) --port $(MAIL_PORT)
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), a file to a process; each
+# has its own PostgreSQL database and Redis database (see README). TEST_WORKERS=0 runs
+# it in this process.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

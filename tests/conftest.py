@@ -5,6 +5,8 @@ TEST_DATABASE_URL is set (CI sets it); a test marked ``sqlite_only``, whose outc
 does not depend on the database, runs on SQLite alone.
 """
 
+import os
+
 import flask
 import pytest
 import sqlalchemy as sa
@@ -28,6 +30,22 @@ def _reset_postgres(url):
     with engine.begin() as connection:
         connection.execute(sa.text('DROP SCHEMA public CASCADE'))
         connection.execute(sa.text('CREATE SCHEMA public'))
+    engine.dispose()
+
+
+def pytest_sessionstart(session):
+    """Create this test worker's own PostgreSQL database, next to TEST_DATABASE_URL's."""
+    given = os.environ.get('TEST_DATABASE_URL')
+    if not given or TEST_DATABASE_URL == given:
+        return
+    name = sa.engine.make_url(TEST_DATABASE_URL).database
+    engine = sa.create_engine(given, isolation_level='AUTOCOMMIT')
+    with engine.connect() as connection:
+        exists = connection.scalar(
+            sa.text('SELECT 1 FROM pg_database WHERE datname = :name'), {'name': name}
+        )
+        if not exists:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     engine.dispose()
 
 
@@ -147,9 +165,14 @@ def trusted_certificate(certificate, monkeypatch):
 
 def pytest_report_header(config):
     """Say which optional servers this run uses, and how to add the others."""
-    return [
+    lines = [
         'PostgreSQL: '
         + (TEST_DATABASE_URL or 'not used (set TEST_DATABASE_URL to run every test on it too)'),
         'Redis: '
         + (TEST_REDIS_URL or 'not used (set TEST_REDIS_URL to run the RQ and limit tests)'),
     ]
+    if config.getoption('numprocesses', None) and (TEST_DATABASE_URL or TEST_REDIS_URL):
+        lines.append(
+            'Each test worker gwN: the PostgreSQL database <name>_gwN, Redis database (given - N)'
+        )
+    return lines

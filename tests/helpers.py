@@ -6,11 +6,41 @@ Tests import from here; ``conftest.py`` holds only the fixtures.
 import os
 import re
 from collections import UserList
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
 
 from config import Config
 
-TEST_DATABASE_URL = os.environ.get('TEST_DATABASE_URL')
-TEST_REDIS_URL = os.environ.get('TEST_REDIS_URL')
+# pytest-xdist's worker name (gw0, gw1, ...); unset when the suite runs in one process.
+XDIST_WORKER = os.environ.get('PYTEST_XDIST_WORKER', '')
+
+
+def worker_database_url(url, worker=XDIST_WORKER):
+    """The PostgreSQL database of this test worker: the tests drop its schema, so each has one."""
+    if not url or not worker:
+        return url
+    parsed = sa.engine.make_url(url)
+    return parsed.set(database=f'{parsed.database}_{worker}').render_as_string(hide_password=False)
+
+
+def worker_redis_url(url, worker=XDIST_WORKER):
+    """The Redis database of this test worker (the given one, then the ones below it)."""
+    if not url or not worker:
+        return url
+    parsed = urlsplit(url)
+    base = int(parsed.path.strip('/') or 0)
+    number = base - int(worker.removeprefix('gw'))
+    if number < 1:
+        raise ValueError(
+            f'TEST_REDIS_URL names Redis database {base}: too low for worker {worker}, '
+            'which takes the ones below it (0 stays the default of REDIS_URL)'
+        )
+    return urlunsplit(parsed._replace(path=f'/{number}'))
+
+
+TEST_DATABASE_URL = worker_database_url(os.environ.get('TEST_DATABASE_URL'))
+TEST_REDIS_URL = worker_redis_url(os.environ.get('TEST_REDIS_URL'))
 PASSWORD = 'correct-horse-battery-staple'
 
 # Debian's Chromium, started as the browser tests and screenshots need it.
