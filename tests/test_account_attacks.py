@@ -529,3 +529,57 @@ def test_the_made_notice_does_not_send_the_owner_to_a_reset_that_cannot_arrive(
         made[-1].body.split()
     )
     assert reset_arrives or not offers_reset
+
+
+# 5. Registering with a known address does the work a new one does
+
+
+@contextmanager
+def statements_run(app):
+    """The SQL statements the app runs inside the block, without their parameters."""
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(' '.join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, 'before_cursor_execute', record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, 'before_cursor_execute', record)
+
+
+@pytest.mark.parametrize(
+    'limits, resets_first',
+    [(False, 0), (True, 0), (True, 3)],
+    ids=['limits off', 'limits on', 'email limit spent'],
+)
+def test_registering_a_known_address_runs_what_a_new_one_runs(make_app, limits, resets_first):
+    """The same statements, answer and next page whether or not the address has an account.
+
+    Only the savepoint's end may differ: the database itself finds the address taken.
+    With the reset emails' limit for the address spent by this client (three resets
+    asked first), a known address's owner is not emailed: a new one must not be either.
+    """
+    app = app_with_zoe(make_app, MAIL_QUEUE='none', RATELIMIT_ENABLED=limits)
+    seen = {}
+    for name, address in (('known', 'zoe@example.com'), ('fresh', 'fresh@example.com')):
+        client = app.test_client()
+        for _ in range(resets_first):
+            client.post('/reset_password_request', data={'email': address})
+        with statements_run(app) as statements:
+            response = register(client, 'newcomer' if name == 'known' else 'newcomer2', address)
+        page = client.get(response.headers['Location']).text
+        seen[name] = {
+            'status': response.status_code,
+            'location': response.headers['Location'],
+            'page': normalized(page).replace(address, 'ADDRESS'),
+            'statements': [
+                'END SAVEPOINT' if re.match(r'(RELEASE|ROLLBACK TO) SAVEPOINT', s) else s
+                for s in statements
+            ],
+        }
+    assert seen['known']['statements'], 'registering stores something'
+    assert seen['known'] == seen['fresh']

@@ -149,8 +149,10 @@ def register():
             return render_template('auth/register.html', title=_('Register'), form=form)
         if made:
             queue_confirmation_email(user)
-        elif may_email_owner:
-            queue_registration_attempt_email(address)
+        else:
+            # Queued past the limit too, as a message the worker builds and drops: a new
+            # address always stores its confirmation, so a known one stores a row too.
+            queue_registration_attempt_email(address, silenced=not may_email_owner)
         db.session.commit()
         flash(
             _(
