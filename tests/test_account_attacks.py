@@ -23,6 +23,7 @@ from tests.test_usernames_and_races import at_once, first_writes_meet
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 SITE = 'https://microblog.example.com'
+ALREADY_CONFIRMED = 'Your email address is already confirmed.'
 
 
 # Helpers (the same shapes as tests/test_account_emails.py)
@@ -375,6 +376,23 @@ def test_a_confirm_link_pressed_twice_at_once_moves_once_and_tells_once(make_app
         assert user_named('zoe').email == 'new@example.com'
         made = [m for m in messages_to(outbox, 'zoe@example.com') if 'was changed from' in m.body]
         assert len(made) == 1
+
+
+def test_a_confirmation_pressed_twice_at_once_confirms_once_and_says_so_once(make_app):
+    """Both submissions pass the link's check before either writes: one confirms, the
+    other is told the address is already confirmed (the update's own condition)."""
+    app = make_app()
+    with app.app_context(), recording(app) as outbox:
+        register(app.test_client(), 'amy', 'amy@example.com')
+        path = last_link_to(outbox, 'amy@example.com', '/confirm_email/')
+        browsers = [app.test_client() for _ in range(2)]
+        with first_writes_meet(app, r'^UPDATE "?user"? SET email_confirmed_at'):
+            responses = at_once(*(lambda b=b: b.post(path) for b in browsers))
+        assert [r.status_code for r in responses] == [302, 302]
+        said = sorted(
+            re.findall(r'role="\w+">(.*?)</p>', b.get('/login').text, re.S)[0] for b in browsers
+        )
+        assert said == ['Thank you: amy@example.com is confirmed.', ALREADY_CONFIRMED]
 
 
 def test_an_undo_pressed_twice_at_once_works_once(make_app):
