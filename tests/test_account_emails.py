@@ -629,6 +629,22 @@ def test_an_old_address_is_kept_for_its_account_while_the_move_can_be_undone(
     assert user_named('zoe').email == 'zoe@example.com'
 
 
+def test_a_link_minted_before_an_address_was_kept_cannot_take_it(client, make_user, outbox, app):
+    """Another account's link to the address, sent while it was free, is refused once the
+    address is kept: taking it would leave the undo nothing to put back."""
+    confirm, undo = request_change(client, make_user, outbox)
+    ann = confirmed(make_user('ann'))
+    change = waiting_change(ann, new='zoe@example.com')  # asked while the address was free
+    later = utcnow() + timedelta(hours=1)
+    token = make_link_token(CONFIRM_NEW_EMAIL, later, change_id=change.id, email=change.new_email)
+    client.post(confirm)  # zoe's account moves away: zoe@example.com is kept for it
+    response = sign_in_as(app.test_client(), ann).post(f'/confirm_new_email/{token}')
+    assert response.headers['Location'] == '/settings'
+    assert user_named('ann').email == 'ann@example.com'
+    assert app.test_client().post(undo).headers['Location'] == '/reset_password'
+    assert user_named('zoe').email == 'zoe@example.com'
+
+
 def test_an_address_is_free_again_once_the_move_can_no_longer_be_undone(
     client, make_user, outbox, app
 ):
