@@ -395,6 +395,44 @@ def test_a_confirmation_pressed_twice_at_once_confirms_once_and_says_so_once(mak
         assert said == ['Thank you: amy@example.com is confirmed.', ALREADY_CONFIRMED]
 
 
+def test_the_change_of_address_form_sent_twice_at_once_leaves_one_change_waiting(make_app):
+    """Two requests from the same account at once: the newest is the one that counts."""
+    app = app_with_zoe(make_app)
+    with app.app_context(), recording(app):
+        browsers = [sign_in_as(app.test_client(), db.session.get(User, 1)) for _ in range(2)]
+        with first_writes_meet(app, r'^UPDATE "?user"? SET password_hash'):
+            responses = at_once(
+                *(
+                    lambda b=b, n=n: change_email(b, f'new{n}@example.com')
+                    for n, b in enumerate(browsers)
+                )
+            )
+        assert [r.headers['Location'] for r in responses] == ['/settings', '/settings']
+        db.session.expire_all()
+        statuses = db.session.scalars(sa.select(EmailChange.status)).all()
+        assert sorted(statuses) == [EmailChange.CANCELLED, EmailChange.PENDING]
+
+
+def test_the_new_password_form_sent_twice_at_once_changes_it_once(make_app):
+    """Both requests checked the same current password: the second one is refused."""
+    app = app_with_zoe(make_app)
+    with app.app_context(), recording(app) as outbox:
+        browsers = [sign_in_as(app.test_client(), db.session.get(User, 1)) for _ in range(2)]
+        passwords = [NEW_PASSWORD, 'other-Meadow-lantern-43']
+        with first_writes_meet(app, r'^UPDATE "?user"? SET password_hash'):
+            responses = at_once(
+                *(
+                    lambda b=b, p=p: change_password(b, new=p)
+                    for b, p in zip(browsers, passwords, strict=True)
+                )
+            )
+        locations = sorted(r.headers['Location'] for r in responses)
+        assert locations == ['/settings', '/settings/password']
+        zoe = user_named('zoe')
+        assert [zoe.check_password(p) for p in passwords].count(True) == 1
+        assert len(messages_to(outbox, 'zoe@example.com')) == 1
+
+
 def test_an_undo_pressed_twice_at_once_works_once(make_app):
     app = app_with_zoe(make_app)
     with app.app_context(), recording(app) as outbox:
