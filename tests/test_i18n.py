@@ -506,6 +506,32 @@ def test_form_errors_are_in_chinese(client, make_user, path, data):
     response = client.post(path, data=data, headers=CHINESE, follow_redirects=True)
     assert 'class="error"' in response.text or 'flash-error' in response.text
     assert latin_words(response.text, ['susan']) == []
+    assert '字段' not in response.text  # WTForms' own Chinese; these pages never say it
+
+
+@pytest.mark.parametrize(
+    ('path', 'data', 'message'),
+    [
+        ('/login', {'username': ' ', 'password': 'x'}, '请填写此项。'),
+        ('/login', {'username': 'x' * 65, 'password': 'x'}, '最多只能输入 64 个字符。'),
+        ('/index', {'post': 'x' * 141}, '请输入 1 到 140 个字符。'),
+        (
+            '/edit_profile',
+            {'username': 'susan', 'about_me': 'x' * 141},
+            '最多只能输入 140 个字符。',
+        ),
+    ],
+)
+def test_the_common_form_checks_speak_the_sites_chinese(
+    client, make_user, auth, path, data, message
+):
+    make_user('susan')
+    if path != '/login':
+        auth.login('susan')
+    switch(client, 'zh_CN')
+    response = client.post(path, data=data, headers=CHINESE)
+    assert message in response.text
+    assert '字段' not in response.text
 
 
 def test_password_advice_is_in_chinese(client):
