@@ -166,6 +166,38 @@ def test_confirmation_links_that_must_not_work(client, make_user, changes):
     assert user_named('zoe').email_confirmed_at is None
 
 
+@pytest.mark.parametrize(
+    ('purpose', 'route', 'message'),
+    [
+        (
+            CONFIRM_NEW_EMAIL,
+            '/confirm_new_email/',
+            'This confirmation link is invalid or has expired.',
+        ),
+        (
+            UNDO_EMAIL_CHANGE,
+            '/undo_email_change/',
+            'This link is invalid or has expired, or the change was already undone.',
+        ),
+    ],
+    ids=['new address', 'undo'],
+)
+def test_an_expired_change_link_changes_nothing(client, make_user, purpose, route, message):
+    user = make_user('zoe')
+    change = waiting_change(user)
+    address = change.new_email if purpose == CONFIRM_NEW_EMAIL else change.old_email
+    token = make_link_token(
+        purpose, utcnow() - timedelta(seconds=1), change_id=change.id, email=address
+    )
+    for method in (client.get, client.post):
+        response = method(route + token)
+        assert response.status_code == 302
+        assert flashes(client.get(response.headers['Location']).text) == [message]
+    db.session.expire_all()
+    assert change.status == EmailChange.PENDING
+    assert user_named('zoe').email == 'zoe@example.com'
+
+
 def test_a_confirmation_for_an_address_changed_since_does_not_confirm_the_new_one(
     client, make_user
 ):
