@@ -381,6 +381,11 @@ def test_changing_the_password_signs_out_the_other_sessions_and_says_so(
     message = only_message(outbox, 'zoe@example.com')
     assert message.subject == '[Microblog] Your password was changed'
     assert 'every other session' in message.body
+    # Whoever did it knew the password and was signed in: nothing says they read the mail.
+    for body in (message.body, message.html):
+        body = ' '.join(body.split())
+        assert 'someone who knew your password changed it while signed in' in body
+        assert 'access to your email' not in body
 
 
 @pytest.mark.parametrize(
