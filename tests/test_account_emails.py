@@ -450,6 +450,7 @@ def test_changing_the_address_confirm_from_the_new_one_and_the_old_one_is_told(
     settings = client.get('/settings').text
     assert 'We sent a link to Zoe@new.example.' in settings
     assert 'Waiting for you to open the link sent to' in settings
+    assert settings.count('password resets included') == 1  # said once, not in the flash too
 
     # Nothing has changed yet: a reset still goes to the old address only.
     assert user_named('zoe').email == 'zoe@old.example'

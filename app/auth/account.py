@@ -162,15 +162,8 @@ def change_email():
         db.session.flush()
         queue_email_change_emails(change)
         db.session.commit()
-        flash(
-            _(
-                'We sent a link to %(new)s. Until you open it, your email, password resets '
-                'included, keeps going to %(old)s.',
-                new=change.new_email,
-                old=user.email,
-            ),
-            'info',
-        )
+        # The settings page says, below, where email goes until then: not twice.
+        flash(_('We sent a link to %(new)s.', new=change.new_email), 'info')
         return redirect(url_for('auth.settings'))
     return render_template(
         'auth/change_email.html', title=_('Change your email address'), form=form
