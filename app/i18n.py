@@ -86,6 +86,18 @@ def format_moment(moment):
     return locale.datetime_formats['medium'].format(time, date) + ' UTC'
 
 
+# Languages whose sentences follow one another with no space: their full stop (。)
+# ends a sentence, and a space after it reads as a stray gap.
+UNSPACED_LANGUAGES = frozenset({'zh', 'ja'})
+
+
+def join_sentences(*sentences):
+    """Translated sentences as one text: spaced apart in English, run together in Chinese."""
+    locale = get_locale()
+    unspaced = locale is not None and locale.language in UNSPACED_LANGUAGES
+    return ('' if unspaced else ' ').join(str(sentence) for sentence in sentences if sentence)
+
+
 def format_duration(seconds):
     """A lifetime in words, in the current language: "10 minutes", "1 hour", "3 days"."""
     if seconds % 86400 == 0:

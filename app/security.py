@@ -11,6 +11,7 @@ from wtforms.validators import ValidationError
 from zxcvbn import zxcvbn
 
 from app.avatars import image_sources
+from app.i18n import join_sentences
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
@@ -105,7 +106,7 @@ def password_problems(password, username=None, email=None, old_password_hash=Non
             'This password is too easy to guess.'
         )
         hints = [translate_feedback(text) for text in feedback.get('suggestions') or []]
-        return [' '.join([warning, *(hint for hint in hints if hint)])]
+        return [join_sentences(warning, *hints)]
     return []
 
 

@@ -23,6 +23,7 @@ from tests.test_usernames_and_races import at_once, first_writes_meet
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 SITE = 'https://microblog.example.com'
+ALREADY_CONFIRMED = 'Your email address is already confirmed.'
 
 
 # Helpers (the same shapes as tests/test_account_emails.py)
@@ -377,6 +378,61 @@ def test_a_confirm_link_pressed_twice_at_once_moves_once_and_tells_once(make_app
         assert len(made) == 1
 
 
+def test_a_confirmation_pressed_twice_at_once_confirms_once_and_says_so_once(make_app):
+    """Both submissions pass the link's check before either writes: one confirms, the
+    other is told the address is already confirmed (the update's own condition)."""
+    app = make_app()
+    with app.app_context(), recording(app) as outbox:
+        register(app.test_client(), 'amy', 'amy@example.com')
+        path = last_link_to(outbox, 'amy@example.com', '/confirm_email/')
+        browsers = [app.test_client() for _ in range(2)]
+        with first_writes_meet(app, r'^UPDATE "?user"? SET email_confirmed_at'):
+            responses = at_once(*(lambda b=b: b.post(path) for b in browsers))
+        assert [r.status_code for r in responses] == [302, 302]
+        said = sorted(
+            re.findall(r'role="\w+">(.*?)</p>', b.get('/login').text, re.S)[0] for b in browsers
+        )
+        assert said == ['Thank you: amy@example.com is confirmed.', ALREADY_CONFIRMED]
+
+
+def test_the_change_of_address_form_sent_twice_at_once_leaves_one_change_waiting(make_app):
+    """Two requests from the same account at once: the newest is the one that counts."""
+    app = app_with_zoe(make_app)
+    with app.app_context(), recording(app):
+        browsers = [sign_in_as(app.test_client(), db.session.get(User, 1)) for _ in range(2)]
+        with first_writes_meet(app, r'^UPDATE "?user"? SET password_hash'):
+            responses = at_once(
+                *(
+                    lambda b=b, n=n: change_email(b, f'new{n}@example.com')
+                    for n, b in enumerate(browsers)
+                )
+            )
+        assert [r.headers['Location'] for r in responses] == ['/settings', '/settings']
+        db.session.expire_all()
+        statuses = db.session.scalars(sa.select(EmailChange.status)).all()
+        assert sorted(statuses) == [EmailChange.CANCELLED, EmailChange.PENDING]
+
+
+def test_the_new_password_form_sent_twice_at_once_changes_it_once(make_app):
+    """Both requests checked the same current password: the second one is refused."""
+    app = app_with_zoe(make_app)
+    with app.app_context(), recording(app) as outbox:
+        browsers = [sign_in_as(app.test_client(), db.session.get(User, 1)) for _ in range(2)]
+        passwords = [NEW_PASSWORD, 'other-Meadow-lantern-43']
+        with first_writes_meet(app, r'^UPDATE "?user"? SET password_hash'):
+            responses = at_once(
+                *(
+                    lambda b=b, p=p: change_password(b, new=p)
+                    for b, p in zip(browsers, passwords, strict=True)
+                )
+            )
+        locations = sorted(r.headers['Location'] for r in responses)
+        assert locations == ['/settings', '/settings/password']
+        zoe = user_named('zoe')
+        assert [zoe.check_password(p) for p in passwords].count(True) == 1
+        assert len(messages_to(outbox, 'zoe@example.com')) == 1
+
+
 def test_an_undo_pressed_twice_at_once_works_once(make_app):
     app = app_with_zoe(make_app)
     with app.app_context(), recording(app) as outbox:
@@ -529,3 +585,78 @@ def test_the_made_notice_does_not_send_the_owner_to_a_reset_that_cannot_arrive(
         made[-1].body.split()
     )
     assert reset_arrives or not offers_reset
+
+
+# 5. Registering with a known address does the work a new one does
+
+
+@contextmanager
+def statements_run(app):
+    """The SQL statements the app runs inside the block, without their parameters."""
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(' '.join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, 'before_cursor_execute', record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, 'before_cursor_execute', record)
+
+
+@pytest.mark.parametrize(
+    'limits, resets_first',
+    [(False, 0), (True, 0), (True, 3)],
+    ids=['limits off', 'limits on', 'email limit spent'],
+)
+def test_registering_a_known_address_runs_what_a_new_one_runs(make_app, limits, resets_first):
+    """The same statements, answer and next page whether the address has an account, is
+    kept for one that moved away from it (and may undo that), or is free.
+
+    Only the savepoint's end may differ: the database itself finds the address taken.
+    With the reset emails' limit for the address spent by this client (three resets
+    asked first), a known address's owner is not emailed: a new one must not be either.
+    """
+    app = app_with_zoe(make_app, MAIL_QUEUE='none', RATELIMIT_ENABLED=limits)
+    with app.app_context():
+        ann = User(username='ann', email='ann@example.com', email_confirmed_at=utcnow())
+        ann.set_password(PASSWORD)
+        db.session.add(ann)
+        db.session.flush()
+        # ann moved from kept@example.com a moment ago: the address stays hers for now.
+        db.session.add(
+            EmailChange(
+                user_id=ann.id,
+                old_email='kept@example.com',
+                old_email_key='kept@example.com',
+                old_confirmed=True,
+                new_email='ann@example.com',
+                status=EmailChange.CONFIRMED,
+                confirmed_at=utcnow(),
+            )
+        )
+        db.session.commit()
+    seen = {}
+    for number, address in enumerate(('zoe@example.com', 'kept@example.com', 'fresh@example.com')):
+        client = app.test_client()
+        for _ in range(resets_first):
+            client.post('/reset_password_request', data={'email': address})
+        with statements_run(app) as statements:
+            response = register(client, f'newcomer{number}', address)
+        page = client.get(response.headers['Location']).text
+        seen[address] = {
+            'status': response.status_code,
+            'location': response.headers['Location'],
+            'page': normalized(page).replace(address, 'ADDRESS'),
+            'statements': [
+                'END SAVEPOINT' if re.match(r'(RELEASE|ROLLBACK TO) SAVEPOINT', s) else s
+                for s in statements
+            ],
+        }
+    known, kept, fresh = seen.values()
+    assert known['statements'], 'registering stores something'
+    assert known == fresh
+    assert kept == fresh

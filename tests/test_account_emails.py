@@ -166,6 +166,38 @@ def test_confirmation_links_that_must_not_work(client, make_user, changes):
     assert user_named('zoe').email_confirmed_at is None
 
 
+@pytest.mark.parametrize(
+    ('purpose', 'route', 'message'),
+    [
+        (
+            CONFIRM_NEW_EMAIL,
+            '/confirm_new_email/',
+            'This confirmation link is invalid or has expired.',
+        ),
+        (
+            UNDO_EMAIL_CHANGE,
+            '/undo_email_change/',
+            'This link is invalid or has expired, or the change was already undone.',
+        ),
+    ],
+    ids=['new address', 'undo'],
+)
+def test_an_expired_change_link_changes_nothing(client, make_user, purpose, route, message):
+    user = make_user('zoe')
+    change = waiting_change(user)
+    address = change.new_email if purpose == CONFIRM_NEW_EMAIL else change.old_email
+    token = make_link_token(
+        purpose, utcnow() - timedelta(seconds=1), change_id=change.id, email=address
+    )
+    for method in (client.get, client.post):
+        response = method(route + token)
+        assert response.status_code == 302
+        assert flashes(client.get(response.headers['Location']).text) == [message]
+    db.session.expire_all()
+    assert change.status == EmailChange.PENDING
+    assert user_named('zoe').email == 'zoe@example.com'
+
+
 def test_a_confirmation_for_an_address_changed_since_does_not_confirm_the_new_one(
     client, make_user
 ):
@@ -349,6 +381,11 @@ def test_changing_the_password_signs_out_the_other_sessions_and_says_so(
     message = only_message(outbox, 'zoe@example.com')
     assert message.subject == '[Microblog] Your password was changed'
     assert 'every other session' in message.body
+    # Whoever did it knew the password and was signed in: nothing says they read the mail.
+    for body in (message.body, message.html):
+        body = ' '.join(body.split())
+        assert 'someone who knew your password changed it while signed in' in body
+        assert 'access to your email' not in body
 
 
 @pytest.mark.parametrize(
@@ -413,6 +450,7 @@ def test_changing_the_address_confirm_from_the_new_one_and_the_old_one_is_told(
     settings = client.get('/settings').text
     assert 'We sent a link to Zoe@new.example.' in settings
     assert 'Waiting for you to open the link sent to' in settings
+    assert settings.count('password resets included') == 1  # said once, not in the flash too
 
     # Nothing has changed yet: a reset still goes to the old address only.
     assert user_named('zoe').email == 'zoe@old.example'
@@ -625,6 +663,22 @@ def test_an_old_address_is_kept_for_its_account_while_the_move_can_be_undone(
     told = only_message(outbox, 'zoe@example.com')
     assert 'already belongs to another Microblog account' in ' '.join(told.body.split())
     # The account it was kept for may move back to it.
+    assert app.test_client().post(undo).headers['Location'] == '/reset_password'
+    assert user_named('zoe').email == 'zoe@example.com'
+
+
+def test_a_link_minted_before_an_address_was_kept_cannot_take_it(client, make_user, outbox, app):
+    """Another account's link to the address, sent while it was free, is refused once the
+    address is kept: taking it would leave the undo nothing to put back."""
+    confirm, undo = request_change(client, make_user, outbox)
+    ann = confirmed(make_user('ann'))
+    change = waiting_change(ann, new='zoe@example.com')  # asked while the address was free
+    later = utcnow() + timedelta(hours=1)
+    token = make_link_token(CONFIRM_NEW_EMAIL, later, change_id=change.id, email=change.new_email)
+    client.post(confirm)  # zoe's account moves away: zoe@example.com is kept for it
+    response = sign_in_as(app.test_client(), ann).post(f'/confirm_new_email/{token}')
+    assert response.headers['Location'] == '/settings'
+    assert user_named('ann').email == 'ann@example.com'
     assert app.test_client().post(undo).headers['Location'] == '/reset_password'
     assert user_named('zoe').email == 'zoe@example.com'
 

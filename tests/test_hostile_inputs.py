@@ -134,7 +134,7 @@ LONG_FIELDS = [
     ('/reset_password', 'password', 'Use at most 128 characters.'),
     ('/index', 'post', 'Field must be between 1 and 140 characters long.'),
     ('/edit_profile', 'username', 'Field cannot be longer than 64 characters.'),
-    ('/edit_profile', 'about_me', 'Field must be between 0 and 140 characters long.'),
+    ('/edit_profile', 'about_me', 'Field cannot be longer than 140 characters.'),
 ]
 
 

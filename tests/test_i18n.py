@@ -23,7 +23,7 @@ from app.cli import KEYWORDS
 from app.i18n import browser_locale, current_locale
 from app.models import User
 from app.security import ZXCVBN_FEEDBACK
-from tests.helpers import PASSWORD, links_in
+from tests.helpers import PASSWORD, links_in, sign_in_as
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / 'app'
@@ -506,12 +506,60 @@ def test_form_errors_are_in_chinese(client, make_user, path, data):
     response = client.post(path, data=data, headers=CHINESE, follow_redirects=True)
     assert 'class="error"' in response.text or 'flash-error' in response.text
     assert latin_words(response.text, ['susan']) == []
+    assert '字段' not in response.text  # WTForms' own Chinese; these pages never say it
+
+
+@pytest.mark.parametrize(
+    ('path', 'data', 'message'),
+    [
+        ('/login', {'username': ' ', 'password': 'x'}, '请填写此项。'),
+        ('/login', {'username': 'x' * 65, 'password': 'x'}, '最多只能输入 64 个字符。'),
+        ('/index', {'post': 'x' * 141}, '请输入 1 到 140 个字符。'),
+        (
+            '/edit_profile',
+            {'username': 'susan', 'about_me': 'x' * 141},
+            '最多只能输入 140 个字符。',
+        ),
+    ],
+)
+def test_the_common_form_checks_speak_the_sites_chinese(
+    client, make_user, auth, path, data, message
+):
+    make_user('susan')
+    if path != '/login':
+        auth.login('susan')
+    switch(client, 'zh_CN')
+    response = client.post(path, data=data, headers=CHINESE)
+    assert message in response.text
+    assert '字段' not in response.text
 
 
 def test_password_advice_is_in_chinese(client):
     data = {'username': 'li', 'email': 'li@example.com', 'password': 'abcabcabc'}
     page = client.post('/register', data=data, headers=CHINESE).text
     assert '像“abcabcabc”这样的重复只比“abc”稍难猜一点。' in page
+
+
+def test_sentences_run_together_in_chinese_and_are_spaced_in_english(app, make_user):
+    """Two sentences shown as one message: no space after a Chinese full stop."""
+    weak = {'current_password': PASSWORD, 'password': 'password', 'password2': 'password'}
+    good = {'current_password': PASSWORD, 'password': NEW_PASSWORD, 'password2': NEW_PASSWORD}
+    texts = {}
+    for name, locale in (('li', 'zh_CN'), ('susan', 'en')):
+        user = make_user(name)
+        user.locale = locale
+        db.session.commit()
+        browser = sign_in_as(app.test_client(), user)
+        sign_in_as(app.test_client(), user)  # another session, signed out by the change
+        advice = browser.post('/settings/password', data=weak).text
+        changed = browser.post('/settings/password', data=good, follow_redirects=True).text
+        texts[locale] = advice, changed
+    advice, changed = texts['zh_CN']
+    assert '这是最常用的 10 个密码之一。再加一两个单词' in advice
+    assert '您的密码已更改。已退出其他 1 个会话。' in changed
+    advice, changed = texts['en']
+    assert 'This is a top-10 common password. Add another word or two.' in advice
+    assert 'Your password has been changed. 1 other session was signed out.' in changed
 
 
 def test_error_pages_are_in_chinese(make_app):

@@ -389,7 +389,7 @@ def test_edit_profile(client, make_user, auth):
     ('fields', 'message'),
     [
         ({'username': 'john'}, 'Please use a different username.'),
-        ({'about_me': 'x' * 141}, 'Field must be between 0 and 140 characters long.'),
+        ({'about_me': 'x' * 141}, 'Field cannot be longer than 140 characters.'),
         ({'username': ''}, 'This field is required.'),
     ],
 )

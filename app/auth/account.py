@@ -47,6 +47,7 @@ from app.auth.tokens import (
     UNDO_EMAIL_CHANGE,
     read_link_token,
 )
+from app.i18n import join_sentences
 from app.models import EmailChange, User, hash_password, utcnow
 
 INVALID_CONFIRM_LINK = _l('This confirmation link is invalid or has expired.')
@@ -76,10 +77,10 @@ def signed_in_as_someone_else(user):
 
 
 def signed_out(count):
-    """What a count of ended sessions adds to a message: " 2 other sessions were signed out." """
+    """The sentence a count of ended sessions adds to a message, or None for none."""
     if not count:
-        return ''
-    return ' ' + ngettext(
+        return None
+    return ngettext(
         '%(num)s other session was signed out.', '%(num)s other sessions were signed out.', count
     )
 
@@ -123,7 +124,7 @@ def change_password():
         EmailChange.cancel_pending(user)
         queue_password_changed_email(user, signed_in=True)
         count = end_other_sessions(user)  # commits the new password, the notice and the rest
-        flash(_('Your password has been changed.') + signed_out(count), 'success')
+        flash(join_sentences(_('Your password has been changed.'), signed_out(count)), 'success')
         return redirect(url_for('auth.settings'))
     return render_template('auth/change_password.html', title=_('Change your password'), form=form)
 
@@ -161,15 +162,8 @@ def change_email():
         db.session.flush()
         queue_email_change_emails(change)
         db.session.commit()
-        flash(
-            _(
-                'We sent a link to %(new)s. Until you open it, your email, password resets '
-                'included, keeps going to %(old)s.',
-                new=change.new_email,
-                old=user.email,
-            ),
-            'info',
-        )
+        # The settings page says, below, where email goes until then: not twice.
+        flash(_('We sent a link to %(new)s.', new=change.new_email), 'info')
         return redirect(url_for('auth.settings'))
     return render_template(
         'auth/change_email.html', title=_('Change your email address'), form=form

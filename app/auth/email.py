@@ -131,9 +131,14 @@ def build_confirmation_email(data):
     )
 
 
-def queue_registration_attempt_email(address):
-    """Queue the notice that someone tried to register with ``address``, which has an account."""
-    return queue_email('registration_attempt', {'email': address}, recipient=address)
+def queue_registration_attempt_email(address, silenced=False):
+    """Queue the notice that someone tried to register with ``address``, which has an account.
+
+    ``silenced``: the reset emails' limit for this client and address is spent, so the
+    message is built like a real one when it leaves, then dropped, never sent.
+    """
+    data = {'email': address, 'silenced': bool(silenced)}
+    return queue_email('registration_attempt', data, recipient=address)
 
 
 @email_kind(
@@ -151,6 +156,7 @@ def build_registration_attempt_email(data):
     token = user.get_reset_password_token(ttl)
     return Envelope(
         to=user.email,
+        decoy='over the limit of reset emails for this client' if data.get('silenced') else None,
         context={
             'user': user,
             'login_url': public_url('auth.login'),

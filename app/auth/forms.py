@@ -5,7 +5,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField, SubmitField
-from wtforms.validators import DataRequired, Email, EqualTo, Length, ValidationError
+from wtforms.validators import Email, EqualTo, ValidationError
 
 from app import db
 from app.addresses import (
@@ -16,6 +16,7 @@ from app.addresses import (
 )
 from app.models import User
 from app.security import PASSWORD_MAX_LENGTH, StrongPassword, check_login
+from app.validators import at_most, required
 
 # Matched against the whole name (fullmatch): with re.match and `$`, 'Bob\n' passed,
 # since `$` also matches before a trailing newline.
@@ -51,8 +52,8 @@ def username_field():
     return StringField(
         _l('Username'),
         validators=[
-            DataRequired(),
-            Length(max=64),
+            required(),
+            at_most(64),
             FullMatch(USERNAME_PATTERN, USERNAME_MESSAGE),
         ],
     )
@@ -76,25 +77,21 @@ def commit_or_explain(form):
 
 
 class LoginForm(FlaskForm):
-    username = StringField(_l('Username'), validators=[DataRequired(), Length(max=64)])
-    password = PasswordField(
-        _l('Password'), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
-    )
+    username = StringField(_l('Username'), validators=[required(), at_most(64)])
+    password = PasswordField(_l('Password'), validators=[required(), at_most(PASSWORD_MAX_LENGTH)])
     remember_me = BooleanField(_l('Remember Me'))
     submit = SubmitField(_l('Sign In'))
 
 
 class RegistrationForm(FlaskForm):
     username = username_field()
-    email = StringField(
-        _l('Email'), filters=[strip_spaces], validators=[DataRequired(), Length(max=120)]
-    )
+    email = StringField(_l('Email'), filters=[strip_spaces], validators=[required(), at_most(120)])
     password = PasswordField(
-        _l('Password'), validators=[DataRequired(), StrongPassword('username', 'email')]
+        _l('Password'), validators=[required(), StrongPassword('username', 'email')]
     )
     password2 = PasswordField(
         _l('Repeat Password'),
-        validators=[DataRequired(), EqualTo('password', message=_l('Passwords must match.'))],
+        validators=[required(), EqualTo('password', message=_l('Passwords must match.'))],
     )
     submit = SubmitField(_l('Register'))
 
@@ -128,8 +125,8 @@ class ResetPasswordRequestForm(FlaskForm):
         _l('Email'),
         filters=[strip_spaces],
         validators=[
-            DataRequired(),
-            Length(max=320),
+            required(),
+            at_most(320),
             Email(_l('This is not a valid email address.')),
         ],
     )
@@ -137,10 +134,10 @@ class ResetPasswordRequestForm(FlaskForm):
 
 
 class ResetPasswordForm(FlaskForm):
-    password = PasswordField(_l('Password'), validators=[DataRequired(), StrongPassword()])
+    password = PasswordField(_l('Password'), validators=[required(), StrongPassword()])
     password2 = PasswordField(
         _l('Repeat Password'),
-        validators=[DataRequired(), EqualTo('password', message=_l('Passwords must match.'))],
+        validators=[required(), EqualTo('password', message=_l('Passwords must match.'))],
     )
     submit = SubmitField(_l('Set New Password'))
 
@@ -171,16 +168,16 @@ class AccountForm(FlaskForm):
 
 def current_password_field():
     return PasswordField(
-        _l('Current password'), validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)]
+        _l('Current password'), validators=[required(), at_most(PASSWORD_MAX_LENGTH)]
     )
 
 
 class ChangePasswordForm(AccountForm):
     current_password = current_password_field()
-    password = PasswordField(_l('New password'), validators=[DataRequired(), StrongPassword()])
+    password = PasswordField(_l('New password'), validators=[required(), StrongPassword()])
     password2 = PasswordField(
         _l('Repeat new password'),
-        validators=[DataRequired(), EqualTo('password', message=_l('Passwords must match.'))],
+        validators=[required(), EqualTo('password', message=_l('Passwords must match.'))],
     )
     submit = SubmitField(_l('Change password'))
 
@@ -189,7 +186,7 @@ class ChangeEmailForm(AccountForm):
     email = StringField(
         _l('New email address'),
         filters=[strip_spaces],
-        validators=[DataRequired(), Length(max=320)],
+        validators=[required(), at_most(320)],
     )
     current_password = current_password_field()
     submit = SubmitField(_l('Send a confirmation link'))

@@ -129,15 +129,22 @@ def register():
         # silent limit per (client address, address), counted either way.
         may_email_owner = reset_email_allowed(address)
         # An address an account moved away from is kept for it while the move can be
-        # undone (EmailChange.reserving): registering it then makes nothing, as if taken.
+        # undone (EmailChange.reserving): registering it then makes nothing, as if taken,
+        # by the same statements: the account is written, then its savepoint undone.
+        kept = db.session.scalar(EmailChange.reserving(address).limit(1)) is not None
         made = False
-        if db.session.scalar(EmailChange.reserving(address).limit(1)) is None:
-            try:
-                with db.session.begin_nested():
-                    db.session.add(user)
+        savepoint = db.session.begin_nested()
+        try:
+            db.session.add(user)
+            db.session.flush()
+        except sa.exc.IntegrityError:
+            savepoint.rollback()
+        else:
+            if kept:
+                savepoint.rollback()
+            else:
+                savepoint.commit()
                 made = True
-            except sa.exc.IntegrityError:
-                pass
         # Asked either way, so that both ways run the same statements: a registration
         # just now may have taken the name after the form checked it.
         holder = db.session.scalar(
@@ -149,8 +156,10 @@ def register():
             return render_template('auth/register.html', title=_('Register'), form=form)
         if made:
             queue_confirmation_email(user)
-        elif may_email_owner:
-            queue_registration_attempt_email(address)
+        else:
+            # Queued past the limit too, as a message the worker builds and drops: a new
+            # address always stores its confirmation, so a known one stores a row too.
+            queue_registration_attempt_email(address, silenced=not may_email_owner)
         db.session.commit()
         flash(
             _(

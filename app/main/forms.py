@@ -2,16 +2,17 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, ValidationError
+from wtforms.validators import ValidationError
 
 from app.auth.forms import username_field, username_taken
+from app.validators import at_most, between, required
 
 POST_MAX_LENGTH = 140
 
 
 class EditProfileForm(FlaskForm):
     username = username_field()
-    about_me = TextAreaField(_l('About me'), validators=[Length(min=0, max=140)])
+    about_me = TextAreaField(_l('About me'), validators=[at_most(140)])
     submit = SubmitField(_l('Submit'))
 
     def __init__(self, original_username, *args, **kwargs):
@@ -32,7 +33,7 @@ class EmptyForm(FlaskForm):
 class PostForm(FlaskForm):
     post = TextAreaField(
         _l('Say something'),
-        validators=[DataRequired(), Length(min=1, max=POST_MAX_LENGTH)],
+        validators=[required(), between(1, POST_MAX_LENGTH)],
         # The browser stops at the limit, and app.js counts down to it.
         render_kw={'maxlength': POST_MAX_LENGTH},
     )
