@@ -94,7 +94,7 @@ def shown_posts(rows):
 # request to the next (the reader, the author, the anchor): built and keyed for the
 # statement cache on every request, they cost SQLAlchemy more than the database takes
 # to run them. Listings are Core statements on the tables, read as plain rows: a page
-# shows four columns of a post and three of its author, and loading 25 Post and User
+# needs three columns of a post and three of its author, and loading 25 Post and User
 # objects through the ORM took four times as long as running the statement.
 _POST = Post.__table__.c
 _USER = User.__table__.c
