@@ -8,9 +8,11 @@ from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
+from markupsafe import escape
 
 from app import db
 from app.avatars import avatar_digest, avatar_svg
+from app.models import Post, User
 from tests.helpers import PASSWORD
 
 # Nothing here depends on the database: SQLite is enough.
@@ -145,6 +147,31 @@ def test_gravatar_only_when_asked_for_and_by_sha256(make_app, make_user):
                 assert source.startswith('https://www.gravatar.com/avatar/')
                 assert hashlib.md5(b'susan.smith@example.com').hexdigest() not in source
             assert image_policy(response) == "img-src 'self' https://www.gravatar.com"
+
+
+CARD = re.compile(r'<a href="/user/(\w+)">\s*<img class="avatar" src="([^"]+)"')
+
+
+@pytest.mark.parametrize('setting', ['local', 'gravatar'])
+def test_a_post_card_shows_its_authors_own_picture(make_app, make_user, setting):
+    app = make_app(AVATARS=setting)
+    client = app.test_client()
+    with app.app_context():
+        logged_in_pages(client, make_user)  # john, following susan, posted 'hello'
+        users = {user.username: user for user in db.session.scalars(sa.select(User))}
+        db.session.add(Post(body='hello from susan', author=users['susan']))
+        db.session.commit()
+        with app.test_request_context('/'):  # the URLs a page gives, not an email's
+            pictures = {name: str(escape(user.avatar(48))) for name, user in users.items()}
+        for path in ('/index', '/explore', '/user/susan'):
+            cards = CARD.findall(client.get(path).text)
+            assert cards, path
+            for username, source in cards:
+                assert source == pictures[username], (path, username)
+        assert {username for username, _ in CARD.findall(client.get('/explore').text)} == {
+            'susan',
+            'john',
+        }
 
 
 def test_an_unknown_avatars_setting_stops_the_app(make_app):

@@ -8,19 +8,22 @@ and so does a compiled catalogue older than its .po. Fix with the README's workf
 
 import ast
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import zxcvbn.feedback
+from babel.dates import format_date, format_time
 from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 from flask import render_template
+from flask_babel import force_locale, get_locale
 
 from app import db
 from app.cli import KEYWORDS
-from app.i18n import browser_locale, current_locale
+from app.i18n import LANGUAGES, browser_locale, current_locale, format_moment
 from app.models import User
 from app.security import ZXCVBN_FEEDBACK
 from tests.helpers import PASSWORD, links_in, sign_in_as
@@ -612,6 +615,37 @@ def test_dates_are_in_the_readers_language(client, make_user, auth):
     page = client.get('/explore').text
     shown = re.search(r'<time datetime="[^"]+" data-relative>([^<]+)</time>', page)[1]
     assert re.fullmatch(r'\d{4}年\d{1,2}月\d{1,2}日 \d\d:\d\d UTC', shown)
+
+
+def babel_moment(moment, locale):
+    """A date and time as Babel formats them on each call: what format_moment must show."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    date = format_date(moment, 'medium', locale=locale)
+    time = format_time(moment, 'short', tzinfo=UTC, locale=locale)
+    return locale.datetime_formats['medium'].format(time, date) + ' UTC'
+
+
+EASTERN = timezone(timedelta(hours=-5))
+MOMENTS = [
+    datetime(2026, 11, 25, 4, 5, 59, tzinfo=UTC),
+    datetime(2026, 11, 25, 4, 5, 1, 999, tzinfo=UTC),  # same minute, other seconds
+    datetime(2026, 11, 25, 4, 6, tzinfo=UTC),
+    datetime(2026, 11, 25, 16, 5, tzinfo=UTC),  # same minute of the afternoon
+    datetime(2026, 11, 26, 4, 5, tzinfo=UTC),  # same minute, next day
+    datetime(2026, 11, 25, 0, 0, tzinfo=UTC),
+    datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+    datetime(2027, 1, 1, 12, 0),  # naive: read as UTC
+    datetime(2026, 11, 25, 23, 30, tzinfo=EASTERN),  # its own date, the time in UTC
+]
+
+
+@pytest.mark.parametrize('locale', list(LANGUAGES))
+def test_dates_read_as_babel_formats_them(app, locale):
+    with app.test_request_context('/'), force_locale(locale):
+        for _ in range(2):  # formatted, then kept
+            for moment in MOMENTS:
+                assert format_moment(moment) == babel_moment(moment, get_locale()), moment
 
 
 # Email in the recipient's language

@@ -228,6 +228,7 @@ def test_post_appears_on_index_and_explore(client, make_user, auth):
     assert 'Your post is now live!' in page
     assert 'Hello, world' in page
     assert 'Hello, world' in client.get('/explore').text
+    assert 'Hello, world' in client.get('/user/susan').text
 
 
 @pytest.mark.sqlite_only
