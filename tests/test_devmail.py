@@ -1,13 +1,18 @@
 """The development inbox: what the local mail sink keeps, shown at /_mail in debug mode only."""
 
+import os
 import re
+import signal
 import smtplib
 import socket
 import sys
+import threading
+import time
 
 import pytest
 
 from app import db
+from app.mail import cli as mail_cli
 from app.mail.sink import MailSink, sink_folder
 from app.models import User
 from tests.helpers import PASSWORD
@@ -175,3 +180,41 @@ def test_the_sink_on_a_taken_port_says_so_in_one_line(debug_app, sink_port):
         f'choose another port, as in `flask mail sink --port {sink_port + 1}` or '
         f'`make run MAIL_PORT={sink_port + 1}`.'
     ]
+
+
+# The app's reloader exits at once on SIGTERM; the server it started may take a moment.
+LINGERING_SERVER = """
+import pathlib, signal, subprocess, sys, time
+if sys.argv[1:] == ['server']:
+    def finish(signum, frame):
+        time.sleep(1)  # a request still being answered
+        pathlib.Path(sys.argv[0] + '.done').touch()
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, finish)
+    pathlib.Path(sys.argv[0] + '.ready').touch()
+    time.sleep(60)
+else:
+    subprocess.Popen([sys.executable, sys.argv[0], 'server'])
+    time.sleep(60)
+"""
+
+
+def test_after_ctrl_c_the_sink_returns_only_once_the_served_app_has_ended(tmp_path, monkeypatch):
+    script = tmp_path / 'reloader.py'
+    script.write_text(LINGERING_SERVER)
+    ready = tmp_path / 'reloader.py.ready'
+    threading.Thread(target=_interrupt_when, args=(ready,), daemon=True).start()
+    previous = signal.signal(signal.SIGTERM, mail_cli._interrupt)
+    try:
+        assert mail_cli.run_while_serving([sys.executable, str(script)]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert (tmp_path / 'reloader.py.done').exists()  # its server had finished
+
+
+def _interrupt_when(ready):
+    """SIGTERM to this process, as `make run` gets from Ctrl-C, once ``ready`` exists."""
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)

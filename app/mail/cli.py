@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 
 import click
 import sqlalchemy as sa
@@ -365,8 +366,16 @@ def wait_for_interrupt():
     return 0
 
 
+CHILD_STOP_TIMEOUT = 15  # seconds the app gets to stop before it is killed
+
+
 def run_while_serving(command):
-    """Run ``command`` in a process group of its own; pass on Ctrl-C or SIGTERM; its status."""
+    """Run ``command`` in a process group of its own; pass on Ctrl-C or SIGTERM; its status.
+
+    It returns once every process of that group has ended: the reloader exits at once
+    on SIGTERM, while the server it runs may still be finishing a request and holding
+    the port.
+    """
     child = subprocess.Popen(command, process_group=0)
     try:
         return child.wait()
@@ -380,9 +389,21 @@ def run_while_serving(command):
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
         return 0
+    finally:
+        wait_for_group(child.pid)
 
 
-CHILD_STOP_TIMEOUT = 15  # seconds the app gets to stop before it is killed
+def wait_for_group(group, timeout=CHILD_STOP_TIMEOUT):
+    """Wait until no process is left in ``group``; kill what is still there after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for signum in (0, signal.SIGKILL):
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(group, signum)
+            except ProcessLookupError:  # the group is empty: every member has ended
+                return
+            time.sleep(0.05)
+        deadline = time.monotonic() + 5  # for the killed ones to be reaped
 
 
 def inbox_url(app, key=None):
