@@ -213,10 +213,20 @@ def test_login_never_redirects_off_site(client, make_user, auth, target):
 
 
 @pytest.mark.sqlite_only
-def test_login_follows_next_on_site(client, make_user):
+@pytest.mark.parametrize(
+    ('target', 'location'),
+    [
+        ('/explore', '/explore'),
+        # A space is printable: a page whose address holds one is a page of the site.
+        ('/explore?q=two words', '/explore?q=two%20words'),
+    ],
+)
+def test_login_follows_next_on_site(client, make_user, target, location):
     make_user('susan')
-    response = client.post('/login?next=/explore', data={'username': 'susan', 'password': PASSWORD})
-    assert response.headers['Location'] == '/explore'
+    response = client.post(
+        '/login', query_string={'next': target}, data={'username': 'susan', 'password': PASSWORD}
+    )
+    assert response.headers['Location'] == location
 
 
 def test_post_appears_on_index_and_explore(client, make_user, auth):

@@ -237,6 +237,22 @@ def test_a_login_during_a_reset_ends_the_reset_in_progress(app, client, susan):
     assert client.get('/reset_password').headers['Location'] == '/reset_password_request'
 
 
+def test_a_reset_in_progress_is_no_sign_in_and_a_login_ends_its_row(app, client, susan):
+    client.get(f'/reset_password/{susan.get_reset_password_token()}')
+    with client.session_transaction() as session:
+        reset_key = session['reset_session']
+    # The key of a reset in progress, where a sign-in key goes, signs nobody in.
+    other = app.test_client()
+    with other.session_transaction() as session:
+        session['_user_id'] = reset_key
+        session['_fresh'] = True
+    assert not signed_in(other)
+    # Logging in in the same browser ends the reset there, and on the server.
+    log_in(client)
+    purposes = db.session.scalars(sa.select(UserSession.purpose)).all()
+    assert purposes == [UserSession.LOGIN]
+
+
 def test_a_reset_ends_every_session_of_the_account(app, client, susan):
     others = [log_in(app.test_client()), log_in(app.test_client(), remember=True)]
     client.get(f'/reset_password/{susan.get_reset_password_token()}')
