@@ -237,6 +237,13 @@ def test_a_login_during_a_reset_ends_the_reset_in_progress(app, client, susan):
     assert client.get('/reset_password').headers['Location'] == '/reset_password_request'
 
 
+def test_a_new_session_is_last_seen_when_made_and_keeps_no_made_up_address(app, susan):
+    log_in(app.test_client(), address='')
+    row = db.session.scalar(sa.select(UserSession))
+    assert row.last_seen_at == row.created_at
+    assert row.ip_address is None
+
+
 def test_a_reset_in_progress_is_no_sign_in_and_a_login_ends_its_row(app, client, susan):
     client.get(f'/reset_password/{susan.get_reset_password_token()}')
     with client.session_transaction() as session:
