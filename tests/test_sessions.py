@@ -153,6 +153,20 @@ def test_the_sessions_page_needs_a_login(client):
     assert client.post('/sessions').headers['Location'].startswith('/login')
 
 
+def test_logging_out_when_not_signed_in_is_no_error(client):
+    assert client.post('/logout').headers['Location'] == '/login'
+
+
+def test_the_sessions_page_names_devices_in_the_accounts_language(app, susan):
+    reader = log_in(app.test_client(), user_agent=FIREFOX)
+    log_in(app.test_client(), user_agent='')
+    susan.locale = 'zh_CN'
+    db.session.commit()
+    page = reader.get('/sessions').text
+    assert 'Windows 上的 Firefox' in page and '未知设备' in page
+    assert 'Unknown device' not in page and 'Firefox on Windows' not in page
+
+
 def test_a_session_past_its_lifetime_is_refused(app, client, susan):
     log_in(client)
     db.session.execute(sa.update(UserSession).values(expires_at=utcnow() - timedelta(seconds=1)))
