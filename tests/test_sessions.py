@@ -157,6 +157,14 @@ def test_logging_out_when_not_signed_in_is_no_error(client):
     assert client.post('/logout').headers['Location'] == '/login'
 
 
+def test_the_pages_after_logout_stay_in_the_accounts_language(app, client, susan):
+    susan.locale = 'zh_CN'
+    db.session.commit()
+    log_in(client)
+    client.post('/logout')
+    assert '<html lang="zh-CN">' in client.get('/login').text
+
+
 def test_the_sessions_page_names_devices_in_the_accounts_language(app, susan):
     reader = log_in(app.test_client(), user_agent=FIREFOX)
     log_in(app.test_client(), user_agent='')
