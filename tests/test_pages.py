@@ -537,3 +537,22 @@ def test_the_429_page_says_how_long_to_wait(make_app):
 )
 def test_waits_read_as_words(seconds, words):
     assert describe_wait(seconds) == words
+
+
+@pytest.mark.sqlite_only
+def test_pages_anchor_on_any_post_id_and_ignore_ids_no_post_can_have(client, make_user, auth):
+    susan = make_user('susan')
+    db.session.add_all(
+        [
+            Post(id=1000, body='lantern-post-1000', author=susan),
+            Post(id=1001, body='lantern-post-1001', author=susan),
+        ]
+    )
+    db.session.commit()
+    auth.login()
+    page = client.get('/explore?before=1001').text
+    assert 'lantern-post-1000' in page and 'lantern-post-1001' not in page
+    for value in ('0', '-1', str(2**63), '9' * 23):
+        response = client.get(f'/explore?before={value}')
+        assert response.status_code == 200
+        assert 'lantern-post-1000' in response.text and 'lantern-post-1001' in response.text
