@@ -69,12 +69,13 @@ lock: venv
 MUTANTS_PYTHON ?= $(PYTHON)
 MUTANTS_VENV := .venv-mutants
 MUTMUT_JOBS ?= 2
+MUTANTS_NICE ?= 10
 MUTANTS ?=
 
 mutants: requirements-dev.txt
 	@test -x $(MUTANTS_VENV)/bin/mutmut || { $(MUTANTS_PYTHON) -m venv $(MUTANTS_VENV) && \
 		$(MUTANTS_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt; }
-	TEST_DATABASE_URL= TEST_REDIS_URL= nice -n 10 $(MUTANTS_VENV)/bin/mutmut run \
+	TEST_DATABASE_URL= TEST_REDIS_URL= nice -n $(MUTANTS_NICE) $(MUTANTS_VENV)/bin/mutmut run \
 		--max-children $(MUTMUT_JOBS) $(MUTANTS)
 	$(MUTANTS_VENV)/bin/python bench/mutation_score.py --survivors
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import create_app, db, mailer
+from app.main.routes import BY_AUTHOR, EVERYONE, HOME
 from app.models import User
 from tests.helpers import (
     DATABASES,
@@ -97,6 +98,15 @@ def make_app(database_url):
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def cold_listings(monkeypatch):
+    """Each test builds the page listings' statements afresh, as a new process does."""
+    # Built once per process and kept, they would otherwise be built by whichever test
+    # came first, and the code that builds them run by no other.
+    for listing in (EVERYONE, BY_AUTHOR, HOME):
+        monkeypatch.setattr(listing, '_statements', {})
 
 
 def forget_previous_request(sender, **extra):

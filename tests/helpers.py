@@ -5,7 +5,10 @@ Tests import from here; ``conftest.py`` holds only the fixtures.
 
 import os
 import re
+import threading
 from collections import UserList
+from contextlib import contextmanager
+from itertools import count
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -132,3 +135,69 @@ def sign_in_as(client, user, remember=False):
 def links_in(text):
     """Every http(s) URL in a text."""
     return re.findall(r'https?://[^\s"<>]+', text)
+
+
+def waiting_change(user, new='new@example.com'):
+    """A change of ``user``'s confirmed address to ``new``, waiting for its link, committed."""
+    from app import db
+    from app.models import EmailChange
+
+    change = EmailChange(
+        user_id=user.id,
+        old_email=user.email,
+        old_email_key=user.email_key,
+        old_confirmed=True,
+        new_email=new,
+        status=EmailChange.PENDING,
+    )
+    db.session.add(change)
+    db.session.commit()
+    return change
+
+
+@contextmanager
+def first_writes_meet(app, pattern, parties=2):
+    """Hold the first ``parties`` statements matching ``pattern`` until all of them have come.
+
+    Each request has then made up its mind (passed the form's checks, looked at the
+    followers table) before any of them writes.
+    """
+    barrier = threading.Barrier(parties)
+    arrivals = count()
+
+    def hold(conn, cursor, statement, parameters, context, executemany):
+        if re.search(pattern, statement) and next(arrivals) < parties:
+            barrier.wait(20)
+
+    from app import db
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, 'before_cursor_execute', hold)
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, 'before_cursor_execute', hold)
+    assert next(arrivals) >= parties, 'the writes never met: the race was not made'
+
+
+def at_once(*calls):
+    """Run the calls on threads of their own; their results, or the first exception raised."""
+    results = [None] * len(calls)
+    errors = []
+
+    def run(number, call):
+        try:
+            results[number] = call()
+        except Exception as exc:  # noqa: BLE001 - handed back to the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+    return results

@@ -17,9 +17,15 @@ import sqlalchemy as sa
 from app import db, mailer
 from app.auth.tokens import CONFIRM_EMAIL, CONFIRM_NEW_EMAIL, UNDO_EMAIL_CHANGE, make_link_token
 from app.models import EmailChange, User, UserSession, utcnow
-from tests.helpers import PASSWORD, Outbox, links_in, sign_in_as
-from tests.test_account_emails import waiting_change
-from tests.test_usernames_and_races import at_once, first_writes_meet
+from tests.helpers import (
+    PASSWORD,
+    Outbox,
+    at_once,
+    first_writes_meet,
+    links_in,
+    sign_in_as,
+    waiting_change,
+)
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 SITE = 'https://microblog.example.com'

@@ -16,8 +16,7 @@ from app.auth.tokens import (
     make_link_token,
 )
 from app.models import EmailChange, User, UserSession, utcnow
-from tests.helpers import PASSWORD, links_in, sign_in_as
-from tests.test_usernames_and_races import at_once, first_writes_meet
+from tests.helpers import PASSWORD, at_once, first_writes_meet, links_in, sign_in_as, waiting_change
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 SITE = 'https://microblog.example.com'
@@ -64,21 +63,6 @@ def confirmed(user):
     user.email_confirmed_at = utcnow()
     db.session.commit()
     return user
-
-
-def waiting_change(user, new='new@example.com'):
-    """A change of ``user``'s confirmed address to ``new``, waiting for its link, committed."""
-    change = EmailChange(
-        user_id=user.id,
-        old_email=user.email,
-        old_email_key=user.email_key,
-        old_confirmed=True,
-        new_email=new,
-        status=EmailChange.PENDING,
-    )
-    db.session.add(change)
-    db.session.commit()
-    return change
 
 
 def user_named(name):
@@ -196,6 +180,28 @@ def test_an_expired_change_link_changes_nothing(client, make_user, purpose, rout
     db.session.expire_all()
     assert change.status == EmailChange.PENDING
     assert user_named('zoe').email == 'zoe@example.com'
+
+
+def test_a_confirmation_link_sent_before_a_key_rotation_still_confirms(make_app):
+    old_key = 'old-secret-key-that-is-at-least-32-bytes-long!'
+    with make_app(SECRET_KEY=old_key).app_context():
+        user = User(username='zoe', email='zoe@example.com')
+        user.set_password(PASSWORD)
+        db.session.add(user)
+        db.session.commit()
+        token = confirm_token(user)
+    rotated = make_app(
+        create_tables=False,
+        SECRET_KEY='new-secret-key-that-is-at-least-32-bytes-long!',
+        SECRET_KEY_FALLBACKS=[old_key],
+    )
+    with rotated.app_context():
+        client = rotated.test_client()
+        response = client.post(f'/confirm_email/{token}')
+        assert flashes(client.get(response.headers['Location']).text) == [
+            'Thank you: zoe@example.com is confirmed.'
+        ]
+        assert user_named('zoe').email_confirmed_at is not None
 
 
 def test_a_confirmation_for_an_address_changed_since_does_not_confirm_the_new_one(
@@ -746,6 +752,11 @@ ROUTES = {
     'new': '/confirm_new_email/{}',
     'undo': '/undo_email_change/{}',
 }
+
+
+def test_a_link_token_is_made_only_for_a_purpose_that_is_read_somewhere(app):
+    with pytest.raises(ValueError, match="no such purpose: 'reset_password'"):
+        make_link_token('reset_password', utcnow() + timedelta(hours=1), user_id=1)
 
 
 @pytest.mark.parametrize('route', ROUTES)

@@ -2,6 +2,7 @@
 
 import logging
 import re
+import smtplib
 import threading
 import uuid
 from contextlib import contextmanager
@@ -11,12 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.mail import deliver_pending, send_email
+from app.mail import deliver_pending, kinds, send_email
 from app.mail.outbox import (
     DeliveryReport,
     Sender,
     candidate_ids,
     claim_due,
+    closes_connection,
+    describe,
+    is_permanent,
     renew,
     take,
 )
@@ -257,6 +261,101 @@ def test_an_expired_lease_passes_the_message_to_another_worker_for_good(manual_a
     row = rows()[0]
     assert (row.status, row.claimed_by, row.attempts, row.last_error) == ('sending', 'B', 0, None)
     assert renew([held_by_b], after_the_lease, 'B') != []
+
+
+def test_renewing_extends_only_the_leases_the_worker_holds_and_was_given(manual_app):
+    queue_messages(3)
+    now = utcnow()
+    first, second = claim_due(now, 'A', 2)
+    (taken_by_b,) = claim_due(now, 'B', 1)
+    renewal = now + timedelta(seconds=100)
+    (renewed,) = renew([first, taken_by_b], renewal, 'A')
+    assert renewed.id == first.id
+    lease = timedelta(seconds=manual_app.config['MAIL_CLAIM_TIMEOUT'])
+    assert renewed.claimed_until == renewal + lease
+    leases = {row.id: row.claimed_until for row in rows()}
+    assert leases == {
+        first.id: renewed.claimed_until,
+        second.id: second.claimed_until,
+        taken_by_b.id: taken_by_b.claimed_until,
+    }
+
+
+def test_a_kind_is_registered_as_declared_with_its_defaults(monkeypatch):
+    monkeypatch.setattr(kinds, '_kinds', {})
+
+    def build(data):
+        """A builder that is never called."""
+
+    declared = kinds.email_kind(
+        'notice', subject='A notice', wake=False, expires=True, template='shared'
+    )
+    assert declared(build) is build
+    assert kinds.email_kind('plain', subject='Plain')(build) is build
+    assert kinds.get_kind('notice') == kinds.Kind(
+        'notice', 'A notice', build, wake=False, expires=True, template='shared'
+    )
+    plain = kinds.get_kind('plain')
+    assert plain == kinds.Kind('plain', 'Plain', build, wake=True, expires=False, template=None)
+    assert kinds.get_kind('notice').templates == ('email/shared.txt', 'email/shared.html')
+    assert plain.templates == ('email/plain.txt', 'email/plain.html')
+    assert kinds.get_kind('missing') is None
+
+
+def refused(*codes):
+    """The error smtplib raises when the server refuses every recipient, one code each."""
+    return smtplib.SMTPRecipientsRefused(
+        {f'user{n}@example.com': (code, b'no') for n, code in enumerate(codes)}
+    )
+
+
+@pytest.mark.parametrize(
+    ('error', 'permanent'),
+    [
+        (smtplib.SMTPDataError(550, b'No such mailbox'), True),
+        (smtplib.SMTPDataError(500, b'Syntax error'), True),
+        (smtplib.SMTPDataError(599, b'Never'), True),
+        (smtplib.SMTPDataError(451, b'Try later'), False),
+        (smtplib.SMTPDataError(600, b'Not an SMTP code'), False),
+        (refused(550), True),
+        (refused(500, 599), True),
+        (refused(550, 450), False),
+        (refused(450), False),
+        (refused(600), False),
+        (refused(), False),
+        (smtplib.SMTPServerDisconnected('gone'), False),
+        (smtplib.SMTPResponseException(554, b'Transaction failed'), False),
+    ],
+)
+def test_only_a_5xx_answer_about_the_message_gives_it_up(error, permanent):
+    assert is_permanent(error) is permanent
+
+
+@pytest.mark.parametrize(
+    ('error', 'closes'),
+    [
+        (refused(550, 421), True),
+        (refused(550, 450), False),
+        (smtplib.SMTPDataError(421, b'Closing'), True),
+        (smtplib.SMTPDataError(451, b'Try later'), False),
+        (ConnectionResetError('reset'), False),
+    ],
+)
+def test_a_421_anywhere_in_the_answer_means_the_server_hung_up(error, closes):
+    assert closes_connection(error) is closes
+
+
+@pytest.mark.parametrize(
+    ('error', 'text'),
+    [
+        (refused(550, 421), 'user0@example.com: 550 no; user1@example.com: 421 no'),
+        (smtplib.SMTPDataError(451, 'Try later'), '451 Try later'),
+        (smtplib.SMTPDataError(554, 'Refus\xe9'.encode('latin-1')), '554 Refus\ufffd'),
+        (ConnectionResetError('reset by peer'), 'ConnectionResetError: reset by peer'),
+    ],
+)
+def test_an_error_is_described_on_one_line_as_an_admin_reads_it(error, text):
+    assert describe(error) == text
 
 
 def test_status_and_send_pending_commands(manual_app, port):

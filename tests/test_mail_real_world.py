@@ -317,9 +317,12 @@ def test_a_request_older_than_the_link_max_age_is_dropped(mail_app, server, capl
     db.session.commit()
     with caplog.at_level(logging.INFO):
         report = deliver_pending()
-    assert report.dropped == [outbox_rows()[0].id] and server.messages == []
-    assert 'waited longer than MAIL_LINK_MAX_AGE (86400 s)' in outbox_rows()[0].last_error
-    assert any('dropped' in record.getMessage() for record in caplog.records)
+    row = outbox_rows()[0]
+    assert report.dropped == [row.id] and server.messages == []
+    assert 'waited longer than MAIL_LINK_MAX_AGE (86400 s)' in row.last_error
+    # The log names the message, its kind and the reason, as the row does.
+    logged = [record.getMessage() for record in caplog.records]
+    assert f'Email {row.id} ({row.kind}) dropped: {row.last_error}' in logged
 
 
 def every_stored_value():

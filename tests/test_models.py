@@ -3,10 +3,11 @@
 import re
 from datetime import timedelta
 
+import jwt
 import sqlalchemy as sa
 
 from app import db
-from app.models import Post, User, utcnow
+from app.models import Post, User, decode_signed, utcnow
 
 
 def test_password_hashing(app):
@@ -95,3 +96,38 @@ def test_reset_token_round_trip(app):
     token = user.get_reset_password_token()
     assert isinstance(token, str)
     assert User.verify_reset_password_token(token) == user
+
+
+def test_a_confirmation_state_changes_with_each_thing_it_binds(app):
+    user = User(id=7, username='zoe', email='zoe@example.com')
+    state = user.confirm_state()
+    assert re.fullmatch(r'[0-9a-f]{32}', state) and user.confirm_state() == state
+    # Another account with the same address (one being registered twice at once).
+    assert User(id=8, username='zed', email='zoe@example.com').confirm_state() != state
+    assert user.confirm_state('another-key-that-is-at-least-32-bytes-long') != state
+    user.email = 'zoe.new@example.com'
+    moved = user.confirm_state()
+    assert moved != state
+    user.email_confirmed_at = utcnow()
+    confirmed = user.confirm_state()
+    assert confirmed != moved
+    user.email_confirmed_at += timedelta(seconds=1)
+    assert user.confirm_state() != confirmed
+    assert user.has_confirm_state(user.confirm_state()) and not user.has_confirm_state(confirmed)
+
+
+def signed_token_of_length(length, key):
+    """A valid HS256 token exactly ``length`` characters long."""
+    for pad in range(length):
+        claims = {'exp': utcnow() + timedelta(hours=1), 'pad': 'x' * pad}
+        token = jwt.encode(claims, key, algorithm='HS256')
+        if len(token) == length:
+            return token
+    raise AssertionError(f'no token of {length} characters')
+
+
+def test_a_signed_token_is_read_up_to_4096_characters_and_no_further(app):
+    key = app.config['SECRET_KEY']
+    assert decode_signed(signed_token_of_length(4096, key), require=['exp'])['pad']
+    assert decode_signed(signed_token_of_length(4097, key), require=['exp']) is None
+    assert decode_signed(None, require=['exp']) is None

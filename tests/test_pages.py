@@ -213,10 +213,20 @@ def test_login_never_redirects_off_site(client, make_user, auth, target):
 
 
 @pytest.mark.sqlite_only
-def test_login_follows_next_on_site(client, make_user):
+@pytest.mark.parametrize(
+    ('target', 'location'),
+    [
+        ('/explore', '/explore'),
+        # A space is printable: a page whose address holds one is a page of the site.
+        ('/explore?q=two words', '/explore?q=two%20words'),
+    ],
+)
+def test_login_follows_next_on_site(client, make_user, target, location):
     make_user('susan')
-    response = client.post('/login?next=/explore', data={'username': 'susan', 'password': PASSWORD})
-    assert response.headers['Location'] == '/explore'
+    response = client.post(
+        '/login', query_string={'next': target}, data={'username': 'susan', 'password': PASSWORD}
+    )
+    assert response.headers['Location'] == location
 
 
 def test_post_appears_on_index_and_explore(client, make_user, auth):
@@ -528,3 +538,22 @@ def test_the_429_page_says_how_long_to_wait(make_app):
 )
 def test_waits_read_as_words(seconds, words):
     assert describe_wait(seconds) == words
+
+
+@pytest.mark.sqlite_only
+def test_pages_anchor_on_any_post_id_and_ignore_ids_no_post_can_have(client, make_user, auth):
+    susan = make_user('susan')
+    db.session.add_all(
+        [
+            Post(id=1000, body='lantern-post-1000', author=susan),
+            Post(id=1001, body='lantern-post-1001', author=susan),
+        ]
+    )
+    db.session.commit()
+    auth.login()
+    page = client.get('/explore?before=1001').text
+    assert 'lantern-post-1000' in page and 'lantern-post-1001' not in page
+    for value in ('0', '-1', str(2**63), '9' * 23):
+        response = client.get(f'/explore?before={value}')
+        assert response.status_code == 200
+        assert 'lantern-post-1000' in response.text and 'lantern-post-1001' in response.text

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import db
+from app.main.routes import Listing
 from app.models import Post, User, utcnow
 
 
@@ -160,3 +161,18 @@ def test_followers_table_is_indexed_both_ways(app):
     primary = tuple(sa.inspect(db.engine).get_pk_constraint('followers')['constrained_columns'])
     assert primary == ('follower_id', 'followed_id')
     assert ('followed_id', 'follower_id') in columns
+
+
+@pytest.mark.sqlite_only
+def test_a_listing_builds_each_kind_of_page_once_and_keeps_it(app):
+    listing = Listing(Post.user_id == sa.bindparam('author_id'))
+    newest = listing.statement(None, 26, 'sqlite')
+    assert isinstance(newest, sa.Select)
+    assert listing.statement(None, 26, 'sqlite') is newest
+    others = [
+        listing.statement('older', 26, 'sqlite'),
+        listing.statement('newer', 26, 'sqlite'),
+        listing.statement(None, 11, 'sqlite'),
+        listing.statement(None, 26, 'postgresql'),
+    ]
+    assert len({id(statement) for statement in [newest, *others]}) == 5

@@ -655,6 +655,20 @@ def test_password_rules_on_register(client, password, message):
 
 
 @pytest.mark.sqlite_only
+def test_a_password_equal_to_a_username_unlike_the_email_is_refused_on_register(client):
+    data = {
+        'username': 'riverstone',
+        'email': 'lantern@example.com',
+        'password': 'RiverStone',
+        'password2': 'RiverStone',
+    }
+    response = client.post('/register', data=data)
+    assert response.status_code == 200
+    assert 'Your password cannot be your username or email address.' in response.text
+    assert db.session.scalar(sa.select(User)) is None
+
+
+@pytest.mark.sqlite_only
 @_cases(COMMON_CASES + RESET_ONLY_CASES)
 def test_password_rules_on_reset(client, make_user, password, message):
     user = make_user('riverstone', password=PASSWORD)

@@ -153,6 +153,28 @@ def test_the_sessions_page_needs_a_login(client):
     assert client.post('/sessions').headers['Location'].startswith('/login')
 
 
+def test_logging_out_when_not_signed_in_is_no_error(client):
+    assert client.post('/logout').headers['Location'] == '/login'
+
+
+def test_the_pages_after_logout_stay_in_the_accounts_language(app, client, susan):
+    susan.locale = 'zh_CN'
+    db.session.commit()
+    log_in(client)
+    client.post('/logout')
+    assert '<html lang="zh-CN">' in client.get('/login').text
+
+
+def test_the_sessions_page_names_devices_in_the_accounts_language(app, susan):
+    reader = log_in(app.test_client(), user_agent=FIREFOX)
+    log_in(app.test_client(), user_agent='')
+    susan.locale = 'zh_CN'
+    db.session.commit()
+    page = reader.get('/sessions').text
+    assert 'Windows 上的 Firefox' in page and '未知设备' in page
+    assert 'Unknown device' not in page and 'Firefox on Windows' not in page
+
+
 def test_a_session_past_its_lifetime_is_refused(app, client, susan):
     log_in(client)
     db.session.execute(sa.update(UserSession).values(expires_at=utcnow() - timedelta(seconds=1)))
@@ -235,6 +257,29 @@ def test_a_login_during_a_reset_ends_the_reset_in_progress(app, client, susan):
     client.get(f'/reset_password/{susan.get_reset_password_token()}')
     log_in(app.test_client())  # the owner remembered the password after all, elsewhere
     assert client.get('/reset_password').headers['Location'] == '/reset_password_request'
+
+
+def test_a_new_session_is_last_seen_when_made_and_keeps_no_made_up_address(app, susan):
+    log_in(app.test_client(), address='')
+    row = db.session.scalar(sa.select(UserSession))
+    assert row.last_seen_at == row.created_at
+    assert row.ip_address is None
+
+
+def test_a_reset_in_progress_is_no_sign_in_and_a_login_ends_its_row(app, client, susan):
+    client.get(f'/reset_password/{susan.get_reset_password_token()}')
+    with client.session_transaction() as session:
+        reset_key = session['reset_session']
+    # The key of a reset in progress, where a sign-in key goes, signs nobody in.
+    other = app.test_client()
+    with other.session_transaction() as session:
+        session['_user_id'] = reset_key
+        session['_fresh'] = True
+    assert not signed_in(other)
+    # Logging in in the same browser ends the reset there, and on the server.
+    log_in(client)
+    purposes = db.session.scalars(sa.select(UserSession.purpose)).all()
+    assert purposes == [UserSession.LOGIN]
 
 
 def test_a_reset_ends_every_session_of_the_account(app, client, susan):

@@ -6,9 +6,6 @@ writes it. The tests run on SQLite, and on PostgreSQL when TEST_DATABASE_URL is 
 """
 
 import re
-import threading
-from contextlib import contextmanager
-from itertools import count
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +13,7 @@ import sqlalchemy as sa
 from app import db
 from app.auth.forms import USERNAME_MESSAGE
 from app.models import User, followers
-from tests.helpers import PASSWORD, sign_in_as
+from tests.helpers import PASSWORD, at_once, first_writes_meet, sign_in_as
 
 TAKEN = 'Please use a different username.'
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
@@ -153,52 +150,6 @@ def test_login_finds_the_one_account_whatever_the_case(client, make_user):
 
 
 # Races
-
-
-@contextmanager
-def first_writes_meet(app, pattern, parties=2):
-    """Hold the first ``parties`` statements matching ``pattern`` until all of them have come.
-
-    Each request has then made up its mind (passed the form's checks, looked at the
-    followers table) before any of them writes.
-    """
-    barrier = threading.Barrier(parties)
-    arrivals = count()
-
-    def hold(conn, cursor, statement, parameters, context, executemany):
-        if re.search(pattern, statement) and next(arrivals) < parties:
-            barrier.wait(20)
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, 'before_cursor_execute', hold)
-    try:
-        yield
-    finally:
-        sa.event.remove(engine, 'before_cursor_execute', hold)
-    assert next(arrivals) >= parties, 'the writes never met: the race was not made'
-
-
-def at_once(*calls):
-    """Run the calls on threads of their own; their results, or the first exception raised."""
-    results = [None] * len(calls)
-    errors = []
-
-    def run(number, call):
-        try:
-            results[number] = call()
-        except Exception as exc:  # noqa: BLE001 - handed back to the test below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-        assert not thread.is_alive()
-    if errors:
-        raise errors[0]
-    return results
 
 
 @pytest.fixture
