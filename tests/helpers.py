@@ -201,3 +201,25 @@ def at_once(*calls):
     if errors:
         raise errors[0]
     return results
+
+
+@contextmanager
+def recorded_statements(app):
+    """The SQL statements this thread runs inside the block, white space folded (the
+    delivery worker's own polls in its thread are not the page's)."""
+    from app import db
+
+    statements = []
+    thread = threading.get_ident()
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if threading.get_ident() == thread:
+            statements.append(' '.join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, 'before_cursor_execute', record)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, 'before_cursor_execute', record)

@@ -23,6 +23,7 @@ from tests.helpers import (
     at_once,
     first_writes_meet,
     links_in,
+    recorded_statements,
     sign_in_as,
     waiting_change,
 )
@@ -596,23 +597,6 @@ def test_the_made_notice_does_not_send_the_owner_to_a_reset_that_cannot_arrive(
 # 5. Registering with a known address does the work a new one does
 
 
-@contextmanager
-def statements_run(app):
-    """The SQL statements the app runs inside the block, without their parameters."""
-    statements = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(' '.join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, 'before_cursor_execute', record)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, 'before_cursor_execute', record)
-
-
 @pytest.mark.parametrize(
     'limits, resets_first',
     [(False, 0), (True, 0), (True, 3)],
@@ -650,7 +634,7 @@ def test_registering_a_known_address_runs_what_a_new_one_runs(make_app, limits, 
         client = app.test_client()
         for _ in range(resets_first):
             client.post('/reset_password_request', data={'email': address})
-        with statements_run(app) as statements:
+        with recorded_statements(app) as statements:
             response = register(client, f'newcomer{number}', address)
         page = client.get(response.headers['Location']).text
         seen[address] = {

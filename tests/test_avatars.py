@@ -2,9 +2,7 @@
 
 import hashlib
 import re
-import threading
 import xml.etree.ElementTree as ET
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +11,7 @@ from markupsafe import escape
 from app import db
 from app.avatars import avatar_digest, avatar_svg
 from app.models import Post, User
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, recorded_statements
 
 # Nothing here depends on the database: SQLite is enough.
 pytestmark = pytest.mark.sqlite_only
@@ -82,23 +80,6 @@ def test_each_account_has_its_own_picture_named_by_a_keyed_hash(app, make_user, 
     with other.app_context():
         other_digest = avatar_digest(susan.id)
     assert other_digest != avatar_digest(susan.id)
-
-
-@contextmanager
-def recorded_statements(app):
-    """The statements this thread runs (the delivery worker's own polls are not the page's)."""
-    statements = []
-    thread = threading.get_ident()
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if threading.get_ident() == thread:
-            statements.append(statement)
-
-    sa.event.listen(db.engine, 'before_cursor_execute', record)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(db.engine, 'before_cursor_execute', record)
 
 
 def test_the_picture_is_an_svg_cached_for_a_year(app, client, make_user):

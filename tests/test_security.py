@@ -9,7 +9,6 @@ import logging
 import re
 import threading
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,7 +23,7 @@ from app import security as app_security
 from app.models import User, utcnow
 from app.security import password_problems
 from config import Config
-from tests.helpers import PASSWORD, TEST_REDIS_URL, links_in
+from tests.helpers import PASSWORD, TEST_REDIS_URL, links_in, recorded_statements
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
 INVALID_LINK = 'This reset link is invalid or has expired.'
@@ -838,23 +837,6 @@ def test_limits_in_redis_hold_across_app_instances(make_app):
         second.extensions['mail_delivery'].flush()
     assert answers == [200, 200, 200, 429]
     assert len(sent) == 2
-
-
-@contextmanager
-def recorded_statements(app):
-    """Every SQL statement the app runs inside the block, whitespace normalised."""
-    statements = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(' '.join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    sa.event.listen(engine, 'before_cursor_execute', record)
-    try:
-        yield statements
-    finally:
-        sa.event.remove(engine, 'before_cursor_execute', record)
 
 
 def comparable_headers(response):
