@@ -8,7 +8,7 @@ those values: a renamed author, a new picture, another language or a different U
 prefix is another key, and a new card. Posts are never edited, but the body is part of
 the key all the same, so that nothing but the shown values decides which card is used.
 
-The cards are kept per app in a bounded LRU (``KEPT`` cards, about 2 MB), and rendered
+The cards are kept per app in a bounded LRU (``KEPT`` cards: some megabytes), and rendered
 from the ``card`` macro of ``_post_card.html``, so escaping is Jinja's, as everywhere.
 """
 
