@@ -91,8 +91,10 @@ def create_app(config_class=Config):
     app.register_blueprint(auth_bp)
 
     from app.main import bp as main_bp
+    from app.main import cards
 
     app.register_blueprint(main_bp)
+    cards.init_app(app)
 
     if app.debug:
         # The inbox of the local mail sink: never present outside debug mode.

@@ -57,6 +57,10 @@ class ShownAuthor:
         self.email = email  # for AVATARS=gravatar
         self._avatars = {}
 
+    def url(self):
+        """The URL of the author's page."""
+        return user_url(self.username)
+
     def avatar(self, size):
         """The URL of the author's picture, as ``User.avatar`` gives it."""
         url = self._avatars.get(size)

@@ -1,0 +1,56 @@
+"""Post cards, each rendered once per process and kept.
+
+A listing page spent most of its template time writing its 25 cards (escaping, two
+dates, the markup), the same cards on every view. A card's text is a function of what it
+shows: its author's link, picture and name, the post's time and body, and the page's
+language (for the date; dates are always in UTC). So each card is kept under exactly
+those values: a renamed author, a new picture, another language or a different URL
+prefix is another key, and a new card. Posts are never edited, but the body is part of
+the key all the same, so that nothing but the shown values decides which card is used.
+
+The cards are kept per app in a bounded LRU (``KEPT`` cards: some megabytes), and rendered
+from the ``card`` macro of ``_post_card.html``, so escaping is Jinja's, as everywhere.
+"""
+
+from functools import lru_cache
+
+from flask import current_app
+from flask_babel import get_locale
+from markupsafe import Markup
+
+KEPT = 4096
+_EXTENSION = 'microblog.post_cards'
+
+
+def init_app(app):
+    """Give ``app`` its own kept cards and the ``post_cards`` template global."""
+
+    @lru_cache(maxsize=KEPT)
+    def card(author_url, avatar, username, timestamp, body, locale):
+        # ``locale`` is only part of the key: the macro's date filter reads the
+        # request's locale, which is the one passed in.
+        macro = app.jinja_env.get_template('_post_card.html').module.card
+        return macro(author_url, avatar, username, timestamp, body)
+
+    app.extensions[_EXTENSION] = card
+    app.add_template_global(post_cards)
+
+
+def post_cards(posts):
+    """The cards of ``posts`` (ShownPost), as one piece of markup."""
+    card = current_app.extensions[_EXTENSION]
+    locale = get_locale()
+    links = {}  # an author's link and picture, found once a page
+    parts = []
+    for post in posts:
+        author = post.author
+        link = links.get(author.id)
+        if link is None:
+            link = links[author.id] = (author.url(), author.avatar(48))
+        parts.append(card(link[0], link[1], author.username, post.timestamp, post.body, locale))
+    return Markup(''.join(parts))
+
+
+def kept_cards(app):
+    """What the cache of ``app`` holds (``functools`` cache info): for tests."""
+    return app.extensions[_EXTENSION].cache_info()
