@@ -92,3 +92,15 @@ def test_the_kept_cards_are_bounded(make_app, make_user, monkeypatch):
         assert len(cards_of(client)) == 5
         info = kept_cards(app)
         assert info.maxsize == 3 and info.currsize == 3
+
+
+def test_no_card_is_kept_while_templates_reload_as_in_debug_mode(make_app, make_user):
+    app = make_app(TEMPLATES_AUTO_RELOAD=True)
+    client = app.test_client()
+    with app.app_context():
+        susan = make_user('susan')
+        db.session.add(Post(body='hello', author=susan))
+        db.session.commit()
+        client.post('/login', data={'username': 'susan', 'password': PASSWORD})
+        assert len(cards_of(client)) == 1
+        assert kept_cards(app).currsize == 0  # nothing kept: the template may change

@@ -25,7 +25,9 @@ _EXTENSION = 'microblog.post_cards'
 def init_app(app):
     """Give ``app`` its own kept cards and the ``post_cards`` template global."""
 
-    @lru_cache(maxsize=KEPT)
+    # In debug mode templates reload as they are edited: keep no card, or an edited
+    # card template would not show until the app restarts.
+    @lru_cache(maxsize=0 if app.debug or app.jinja_env.auto_reload else KEPT)
     def card(author_url, avatar, username, timestamp, body, locale):
         # ``locale`` is only part of the key: the macro's date filter reads the
         # request's locale, which is the one passed in.
