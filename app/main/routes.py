@@ -22,8 +22,6 @@ from app.main import bp
 from app.main.forms import EditProfileForm, EmptyForm, PostForm
 from app.models import PROFILE, Post, User, followers
 
-bp.add_app_template_global(user_url)
-
 
 @bp.app_template_filter('utc_iso')
 def utc_iso(moment):
