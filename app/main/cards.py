@@ -42,15 +42,20 @@ def post_cards(posts):
     """The cards of ``posts`` (ShownPost), as one piece of markup."""
     card = current_app.extensions[_EXTENSION]
     locale = get_locale()
-    links = {}  # an author's link and picture, found once a page
-    parts = []
-    for post in posts:
-        author = post.author
-        link = links.get(author.id)
-        if link is None:
-            link = links[author.id] = (author.url(), author.avatar(48))
-        parts.append(card(link[0], link[1], author.username, post.timestamp, post.body, locale))
-    return Markup(''.join(parts))
+    # A listing's posts by one author share one ShownAuthor, which finds its picture once.
+    return Markup(
+        ''.join(
+            card(
+                post.author.url(),
+                post.author.avatar(48),
+                post.author.username,
+                post.timestamp,
+                post.body,
+                locale,
+            )
+            for post in posts
+        )
+    )
 
 
 def kept_cards(app):
