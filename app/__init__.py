@@ -58,6 +58,9 @@ def create_app(config_class=Config):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
 
     db.init_app(app)
+    from app import transactions
+
+    transactions.init_app(app, db)
     with app.app_context():
         if db.engine.dialect.name == 'sqlite':
             sa.event.listen(db.engine, 'connect', _tune_sqlite)

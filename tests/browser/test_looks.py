@@ -4,6 +4,7 @@ import re
 import uuid
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_journeys import login, register
 from tests.helpers import CHROMIUM, CHROMIUM_FLAGS
@@ -62,8 +63,8 @@ def test_errors_are_red_and_successes_green(sized_page, camera):
     page = sized_page
     page.goto('/register')
     page.get_by_role('button', name='Register').click()
-    border = page.locator('#username').evaluate('el => getComputedStyle(el).borderTopColor')
-    assert border == ERROR_RED
+    # Each check waits for the page's stylesheet: the text can be there before it.
+    expect(page.locator('#username')).to_have_css('border-top-color', ERROR_RED)
     camera.shoot(page, 'register-errors')
 
     username = new_name()
@@ -71,14 +72,14 @@ def test_errors_are_red_and_successes_green(sized_page, camera):
     page.get_by_label('Say something').fill('Green for good news')
     page.get_by_role('button', name='Submit').click()
     success = page.locator('.flash')
-    assert success.inner_text() == 'Your post is now live!'
-    assert success.evaluate('el => getComputedStyle(el).color') == 'rgb(30, 86, 49)'
+    expect(success).to_have_text('Your post is now live!')
+    expect(success).to_have_css('color', 'rgb(30, 86, 49)')
     page.get_by_role('button', name='Logout').click()
     page.wait_for_url('**/login')
     login(page, username, 'not-the-password')
     error = page.locator('.flash')
-    assert error.inner_text() == 'Invalid username or password'
-    assert error.evaluate('el => getComputedStyle(el).color') == ERROR_RED
+    expect(error).to_have_text('Invalid username or password')
+    expect(error).to_have_css('color', ERROR_RED)
     camera.shoot(page, 'login-error')
 
 

@@ -1,0 +1,194 @@
+"""A safe request that only read ends its transaction with COMMIT; anything else rolls back.
+
+psycopg forgets its prepared statements on every rollback, so pages that ended with one
+made PostgreSQL plan their statements on every request. Ending a read with COMMIT is the
+same to the database; ending a write with it is not, so each way a request can write is
+tried here and must still be rolled back.
+"""
+
+import logging
+import threading
+
+import pytest
+import sqlalchemy as sa
+from flask import abort
+
+from app import db
+from app.models import User
+from tests.helpers import PASSWORD, AuthActions
+
+
+class Endings:
+    """The COMMITs and ROLLBACKs this thread sends (not the mail delivery thread's)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.seen = []
+        self.thread = threading.get_ident()
+
+    def __enter__(self):
+        sa.event.listen(self.engine, 'commit', self._commit)
+        sa.event.listen(self.engine, 'rollback', self._rollback)
+        return self
+
+    def __exit__(self, *exc):
+        sa.event.remove(self.engine, 'commit', self._commit)
+        sa.event.remove(self.engine, 'rollback', self._rollback)
+
+    def _commit(self, connection):
+        if threading.get_ident() == self.thread:
+            self.seen.append('commit')
+
+    def _rollback(self, connection):
+        if threading.get_ident() == self.thread:
+            self.seen.append('rollback')
+
+
+def about_me(username='susan'):
+    """The stored about_me of a user, read on a connection of its own."""
+    with db.engine.connect() as connection:
+        return connection.execute(
+            sa.select(User.about_me).where(User.username == username)
+        ).scalar_one()
+
+
+@pytest.fixture
+def writer(make_app):
+    """An app with test routes that read, or write without committing, then answer."""
+    app = make_app()
+
+    def susan():
+        return db.session.scalar(sa.select(User).where(User.username == 'susan'))
+
+    def pending():
+        susan().about_me = 'left pending'
+        return 'ok'
+
+    def flushed():
+        susan().about_me = 'flushed'
+        db.session.flush()
+        return 'ok'
+
+    def executed():
+        db.session.execute(
+            sa.update(User).where(User.username == 'susan').values(about_me='executed')
+        )
+        return 'ok'
+
+    def committed_then_read():
+        susan().about_me = 'committed'
+        db.session.commit()
+        susan()
+        return 'ok'
+
+    def read_then_missing():
+        susan()
+        abort(404)
+
+    def read_then_failed():
+        susan()
+        return 'server error', 500
+
+    def read():
+        susan()
+        return 'ok'
+
+    for view in (
+        pending,
+        flushed,
+        executed,
+        committed_then_read,
+        read_then_missing,
+        read_then_failed,
+        read,
+    ):
+        app.add_url_rule(f'/_test/{view.__name__}', view_func=view, methods=['GET', 'POST'])
+    with app.app_context():
+        user = User(username='susan', email='susan@example.com', about_me='as stored')
+        db.session.add(user)
+        db.session.commit()
+        db.session.remove()
+        yield app
+        db.session.remove()
+
+
+def serve(app, path, method='GET'):
+    """Serve one request as a server does: its own app context, its session removed after."""
+    with Endings(db.engine) as endings:
+        response = app.test_client().open(path, method=method)
+    return response, endings.seen
+
+
+def test_a_page_that_only_read_ends_with_commit(writer):
+    response, endings = serve(writer, '/_test/read')
+    assert response.status_code == 200
+    assert endings[-1:] == ['commit'] and 'rollback' not in endings
+
+
+@pytest.mark.parametrize('path', ['pending', 'flushed', 'executed'])
+def test_a_page_that_wrote_without_committing_is_rolled_back(writer, path):
+    response, endings = serve(writer, f'/_test/{path}')
+    assert response.status_code == 200
+    assert 'commit' not in endings
+    assert about_me() == 'as stored'
+
+
+def test_a_write_committed_by_the_page_is_kept_and_its_later_read_committed(writer):
+    response, endings = serve(writer, '/_test/committed_then_read')
+    assert response.status_code == 200
+    assert about_me() == 'committed'
+    assert endings == ['commit', 'commit']
+
+
+@pytest.mark.parametrize(
+    ('path', 'method', 'status'),
+    [
+        ('read_then_missing', 'GET', 404),
+        ('read_then_failed', 'GET', 500),
+        ('read', 'POST', 200),
+    ],
+)
+def test_an_error_page_or_an_unsafe_method_is_rolled_back(writer, path, method, status):
+    response, endings = serve(writer, f'/_test/{path}', method)
+    assert response.status_code == status
+    assert 'commit' not in endings
+
+
+def test_a_failed_commit_of_a_read_still_serves_the_page(writer, monkeypatch, caplog):
+    """The database going away between the page's reads and its COMMIT loses nothing."""
+
+    def lost(self):
+        raise sa.exc.OperationalError('COMMIT', {}, OSError('server closed the connection'))
+
+    monkeypatch.setattr(sa.orm.Session, 'commit', lost)
+    with caplog.at_level(logging.WARNING):
+        response, _ = serve(writer, '/_test/read')
+    assert response.status_code == 200
+    assert 'COMMIT of a read-only transaction failed' in caplog.text
+    monkeypatch.undo()
+    assert serve(writer, '/_test/read')[0].status_code == 200
+
+
+def test_postgresql_keeps_the_pages_statements_prepared(make_app, database_url):
+    """After a few pages, the session lookup and the home listing stay prepared."""
+    if not database_url.startswith('postgresql'):
+        pytest.skip('prepared statements are kept by psycopg, on PostgreSQL')
+    app = make_app(MAIL_QUEUE='none')
+    with app.app_context():
+        user = User(username='susan', email='susan@example.com')
+        user.set_password(PASSWORD)
+        db.session.add(user)
+        db.session.commit()
+        db.session.remove()
+    client = app.test_client()
+    AuthActions(client).login()
+    for _ in range(7):
+        assert client.get('/index').status_code == 200
+    with app.app_context(), db.engine.connect() as connection:
+        prepared = (
+            connection.exec_driver_sql('SELECT statement FROM pg_prepared_statements')
+            .scalars()
+            .all()
+        )
+    assert any('FROM user_session' in statement for statement in prepared), prepared
+    assert any('FROM post' in statement for statement in prepared), prepared
