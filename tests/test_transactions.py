@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import abort
 
 from app import db
-from app.models import User
+from app.models import Post, User, utcnow
 from tests.helpers import PASSWORD, AuthActions
 
 
@@ -170,25 +170,41 @@ def test_a_failed_commit_of_a_read_still_serves_the_page(writer, monkeypatch, ca
 
 
 def test_postgresql_keeps_the_pages_statements_prepared(make_app, database_url):
-    """After a few pages, the session lookup and the home listing stay prepared."""
+    """After a few pages, their statements are prepared and planned once for every reader."""
     if not database_url.startswith('postgresql'):
         pytest.skip('prepared statements are kept by psycopg, on PostgreSQL')
     app = make_app(MAIL_QUEUE='none')
     with app.app_context():
-        user = User(username='susan', email='susan@example.com')
-        user.set_password(PASSWORD)
-        db.session.add(user)
+        for name in ('susan', 'john'):
+            user = User(username=name, email=f'{name}@example.com')
+            user.set_password(PASSWORD)
+            db.session.add(user)
+        db.session.commit()
+        # Enough posts that a plan for an unknown number of them would be another plan.
+        john = db.session.scalar(sa.select(User.id).where(User.username == 'john'))
+        db.session.execute(
+            sa.insert(Post),
+            [{'body': f'post {n}', 'user_id': john, 'timestamp': utcnow()} for n in range(3000)],
+        )
+        db.session.commit()
+        db.session.execute(sa.text('ANALYZE'))
         db.session.commit()
         db.session.remove()
     client = app.test_client()
     AuthActions(client).login()
-    for _ in range(7):
-        assert client.get('/index').status_code == 200
+    # psycopg prepares a statement at its sixth run; PostgreSQL plans its first five
+    # runs as prepared for their parameters, then keeps one plan if it is as good.
+    for _ in range(14):
+        for path in ('/index', '/explore', '/user/john'):
+            assert client.get(path).status_code == 200
     with app.app_context(), db.engine.connect() as connection:
-        prepared = (
-            connection.exec_driver_sql('SELECT statement FROM pg_prepared_statements')
-            .scalars()
-            .all()
-        )
-    assert any('FROM user_session' in statement for statement in prepared), prepared
-    assert any('FROM post' in statement for statement in prepared), prepared
+        prepared = connection.exec_driver_sql(
+            'SELECT statement, generic_plans FROM pg_prepared_statements'
+        ).all()
+    statements = [statement for statement, _ in prepared]
+    assert any('FROM user_session' in statement for statement in statements), statements
+    listings = [(statement, generic) for statement, generic in prepared if 'FROM post' in statement]
+    # The home page's, /explore's and the profile's.
+    assert len(listings) == 3, statements
+    # Planned once and reused: a listing planned anew for each reader has no generic plan.
+    assert all(generic > 0 for _, generic in listings), listings

@@ -137,7 +137,16 @@ class Listing:
             conditions = self.by_dialect.get(dialect, self.conditions)
             extra = {None: [], 'newer': [_NEWER], 'older': [_OLDER]}[anchored]
             order = _OLDEST_FIRST if anchored == 'newer' else _NEWEST_FIRST
-            ids = sa.select(_POST.id).where(*conditions, *extra).order_by(*order).limit(limit)
+            # The limit is written into the statement, not bound: PostgreSQL then plans
+            # a prepared statement once for every reader (its generic plan), where an
+            # unknown limit made that plan a scan of the whole table, so that it planned
+            # the listing again on every page.
+            ids = (
+                sa.select(_POST.id)
+                .where(*conditions, *extra)
+                .order_by(*order)
+                .limit(sa.literal_column(str(int(limit))))
+            )
             statement = self._statements[key] = (
                 sa.select(
                     _POST.id, _POST.body, _POST.timestamp, _USER.id, _USER.username, _USER.email
