@@ -126,10 +126,11 @@ def _session_cookie(headers):
     raise AssertionError('no session cookie')
 
 
-def wrk(url, cookie, seconds, workers=()):
-    """(requests/s, p50 ms, p99 ms, non-2xx responses, CPU ms per request of ``workers``)
-    of ``url`` under wrk -t2 -c8."""
+def wrk(url, cookie, seconds, workers=(), database=None):
+    """(requests/s, p50 ms, p99 ms, non-2xx responses, CPU ms per request of ``workers``,
+    CPU ms per request of the ``database``'s server) of ``url`` under wrk -t2 -c8."""
     headers = ['-H', f'Cookie: {cookie}'] if cookie else []
+    database_before = database.cpu_seconds() if database else {}
     cpu_before = _cpu_seconds(workers)
     output = subprocess.run(
         ['wrk', '-t2', '-c8', f'-d{seconds}s', '--latency', *headers, url],
@@ -138,6 +139,10 @@ def wrk(url, cookie, seconds, workers=()):
         check=True,
     ).stdout
     cpu = _cpu_seconds(workers) - cpu_before
+    database_cpu = 0
+    if database:
+        after = database.cpu_seconds()
+        database_cpu = sum(after[pid] - database_before.get(pid, 0) for pid in after)
     rps = float(re.search(r'Requests/sec:\s+([\d.]+)', output)[1])
     requests = int(re.search(r'(\d+) requests in', output)[1])
     non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', output)
@@ -147,16 +152,46 @@ def wrk(url, cookie, seconds, workers=()):
         _ms(output, '99%'),
         int(non2xx[1]) if non2xx else 0,
         cpu * 1000 / max(requests, 1),
+        database_cpu * 1000 / max(requests, 1),
     )
 
 
 def _cpu_seconds(pids):
     """User and system CPU time the processes have used: a cost that other load barely moves."""
-    total = 0
-    for pid in pids:
-        fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf('SC_CLK_TCK')
+    return sum(_process_cpu_seconds(pid) for pid in pids)
+
+
+def _process_cpu_seconds(pid):
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+class DatabaseServer:
+    """The PostgreSQL backends serving the app's connections, on this machine: their CPU
+    time is what a page costs the database, which the workers' CPU time leaves out."""
+
+    def __init__(self, url):
+        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        self.connection = self.engine.connect()
+
+    def cpu_seconds(self):
+        """Each of the database's client backends (but this one) and the CPU time it used."""
+        pids = self.connection.exec_driver_sql(
+            'SELECT pid FROM pg_stat_activity WHERE datname = current_database()'
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).scalars()
+        self.connection.rollback()
+        seconds = {}
+        for pid in pids:
+            try:
+                seconds[pid] = _process_cpu_seconds(pid)
+            except OSError:  # ended since
+                pass
+        return seconds
+
+    def close(self):
+        self.connection.close()
+        self.engine.dispose()
 
 
 def _ms(output, label):
@@ -199,16 +234,16 @@ def most_prolific_author(database_url):
     return name
 
 
-def measure(base, cookie, paths, seconds, rounds, workers):
+def measure(base, cookie, paths, seconds, rounds, workers, database=None):
     """Rounds of /login then each page: rates, and each page's ratio to /login that round."""
     for path in ['/login', *paths]:  # warm up: caches, the database's buffers
         wrk(base + path, None if path == '/login' else cookie, 2)
     runs = {path: [] for path in ['/login', *paths]}
     for _ in range(rounds):
-        login = wrk(base + '/login', None, seconds, workers)
+        login = wrk(base + '/login', None, seconds, workers, database)
         runs['/login'].append((*login, login[0] / login[0]))
         for path in paths:
-            result = wrk(base + path, cookie, seconds, workers)
+            result = wrk(base + path, cookie, seconds, workers, database)
             runs[path].append((*result, result[0] / login[0]))
     return runs
 
@@ -253,14 +288,23 @@ def main():
                 env = app_env(port, url, **SETTINGS)
                 for mode in modes:
                     server = Server(env, port, workers=2, threads=MODES[mode])
+                    database_server = DatabaseServer(url) if database == 'postgresql' else None
                     try:
                         cookie = session_cookie(server.base)
                         workers = server.worker_pids()
                         runs = measure(
-                            server.base, cookie, paths, args.seconds, args.rounds, workers
+                            server.base,
+                            cookie,
+                            paths,
+                            args.seconds,
+                            args.rounds,
+                            workers,
+                            database_server,
                         )
                     finally:
                         server.stop()
+                        if database_server:
+                            database_server.close()
                     for path, values in runs.items():
                         results[(database, posts, mode, _name(path))] = values
                     print(f'  {mode}: done, load average {_load()}', flush=True)
@@ -275,24 +319,28 @@ def main():
         "logged in as 'bench', who follows the 100 most prolific authors; the profile is "
         "the most prolific author. Medians over the rounds; ratio: the page's req/s over "
         "/login's in the same round (min: its lowest round); CPU ms: the workers' CPU time "
-        "per request; CPU ratio: /login's CPU ms over the page's."
+        "per request; CPU ratio: /login's CPU ms over the page's; DB ms: the PostgreSQL "
+        "backends' CPU time per request; all: /login's CPU ms and DB ms over the page's."
     )
     print(
         f'{"database":<11}{"posts":>8} {"mode":<8}{"page":<14}{"req/s":>8}{"ratio":>7}'
         f'{"min":>6}{"p50 ms":>8}{"p99 ms":>8}{"non-2xx":>8}{"queries":>8}{"CPU ms":>8}'
-        f'{"CPU ratio":>10}'
+        f'{"CPU ratio":>10}{"DB ms":>7}{"all":>6}'
     )
     for (database, posts, mode, page), values in results.items():
         rps, p50, p99 = (statistics.median(v[i] for v in values) for i in range(3))
         bad = sum(v[3] for v in values)
-        cpu = statistics.median(v[4] for v in values)
-        login_cpu = statistics.median(v[4] for v in results[(database, posts, mode, '/login')])
-        ratios = [v[5] for v in values]
+        cpu, database_cpu = (statistics.median(v[i] for v in values) for i in (4, 5))
+        login = results[(database, posts, mode, '/login')]
+        login_cpu, login_database = (statistics.median(v[i] for v in login) for i in (4, 5))
+        everything = (login_cpu + login_database) / (cpu + database_cpu)
+        ratios = [v[6] for v in values]
         count = queries.get((database, posts, page), 0)
         print(
             f'{database:<11}{posts:>8} {mode:<8}{page:<14}{rps:>8.1f}'
             f'{statistics.median(ratios):>7.2f}{min(ratios):>6.2f}{p50:>8.2f}{p99:>8.2f}'
             f'{bad:>8}{count:>8}{cpu:>8.2f}{login_cpu / cpu:>10.2f}'
+            f'{database_cpu:>7.2f}{everything:>6.2f}'
         )
     print(f'\nreq/s at {args.posts:,} posts / at {args.small:,} posts (medians):')
     for database in databases:
