@@ -103,6 +103,10 @@ class DevSite:
         self.port = free_port()
         self.mail_port = free_port()
         self.process = None
+        # Every process that `make run` starts inherits this, so that what outlives it can
+        # be found (and ended) whatever its process group.
+        self.marker = f'{self.port}-{os.getpid()}-{time.monotonic_ns()}'
+        self.left_behind = []
 
     @property
     def url(self):
@@ -124,7 +128,7 @@ class DevSite:
                 f'{venv}/.installed',  # installed already: never reinstall into it
             ],
             cwd=self.folder,
-            env=clean_env(),
+            env=clean_env(MICROBLOG_TEST_SITE=self.marker),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a process group of its own, stopped as Ctrl-C would
@@ -151,6 +155,30 @@ class DevSite:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
         self._log.close()
+        # What outlived `make run` is recorded for the test to report, and ended here so
+        # that it holds no port after the test.
+        self.left_behind = self._still_running()
+        for pid, _ in self.left_behind:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _still_running(self):
+        """(pid, command line) of each process started by this `make run` still running."""
+        needle = f'MICROBLOG_TEST_SITE={self.marker}'.encode()
+        found = []
+        for entry in Path('/proc').iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if needle not in (entry / 'environ').read_bytes().split(b'\0'):
+                    continue
+                command = (entry / 'cmdline').read_bytes().replace(b'\0', b' ').decode()
+            except OSError:  # ended meanwhile, or not ours to read
+                continue
+            found.append((int(entry.name), command.strip()))
+        return found
 
     def log(self):
         """What `make run` printed so far."""

@@ -50,6 +50,7 @@ def test_make_run_shows_the_reset_email_in_the_browser_inbox(tmp_path):
     finally:
         site.stop()
     assert site.process.returncode is not None
+    assert not site.left_behind  # Ctrl-C ends the app and the sink, not `make` alone
     assert not answers(site.url + '/login')
     with pytest.raises(OSError):
         smtplib.SMTP('127.0.0.1', site.mail_port, timeout=2)

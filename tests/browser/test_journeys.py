@@ -4,6 +4,8 @@ import re
 import time
 import uuid
 
+from playwright.sync_api import expect
+
 from tests.helpers import PASSWORD
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
@@ -58,16 +60,16 @@ def test_register_login_post_and_logout(page, camera):
     page.get_by_label('Say something').fill('My first post, from a real browser')
     page.get_by_role('button', name='Submit').click()
     page.wait_for_url('**/index')
-    assert page.get_by_text('Your post is now live!').is_visible()
-    assert page.get_by_text('My first post, from a real browser').is_visible()
+    expect(page.get_by_text('Your post is now live!')).to_be_visible()
+    expect(page.get_by_text('My first post, from a real browser')).to_be_visible()
     camera.shoot(page, 'index')
     page.get_by_role('link', name='Explore').click()
     page.wait_for_url('**/explore')
-    assert page.get_by_text('My first post, from a real browser').is_visible()
+    expect(page.get_by_text('My first post, from a real browser')).to_be_visible()
     camera.shoot(page, 'explore')
     logout(page)
     camera.shoot(page, 'logged-out')
-    assert page.get_by_role('heading', name='Sign In').is_visible()
+    expect(page.get_by_role('heading', name='Sign In')).to_be_visible()
 
 
 def test_follow_and_unfollow(browser, live_server, page, camera):
@@ -86,15 +88,15 @@ def test_follow_and_unfollow(browser, live_server, page, camera):
     page.goto(f'/user/{author}')
     camera.shoot(page, 'profile-before-follow')
     page.get_by_role('button', name='Follow').click()
-    assert page.get_by_text(f'You are following {author}!').is_visible()
-    assert page.get_by_text('1 follower, 0 following.').is_visible()
+    expect(page.get_by_text(f'You are following {author}!')).to_be_visible()
+    expect(page.get_by_text('1 follower, 0 following.')).to_be_visible()
     camera.shoot(page, 'profile-following')
     page.get_by_role('link', name='Home').click()
-    assert page.get_by_text(f'Hello from {author}').is_visible()
+    expect(page.get_by_text(f'Hello from {author}')).to_be_visible()
     camera.shoot(page, 'index-with-followed-post')
     page.goto(f'/user/{author}')
     page.get_by_role('button', name='Unfollow').click()
-    assert page.get_by_text(f'You are not following {author}.').is_visible()
+    expect(page.get_by_text(f'You are not following {author}.')).to_be_visible()
     page.get_by_role('link', name='Home').click()
     assert page.get_by_text(f'Hello from {author}').count() == 0
 
@@ -108,9 +110,9 @@ def test_edit_profile(page, camera):
     camera.shoot(page, 'edit-profile')
     page.get_by_label('About me').fill('I grow tomatoes and write short posts.')
     page.get_by_role('button', name='Submit').click()
-    assert page.get_by_text('Your changes have been saved.').is_visible()
+    expect(page.get_by_text('Your changes have been saved.')).to_be_visible()
     page.get_by_role('link', name='Profile').click()
-    assert page.get_by_text('I grow tomatoes and write short posts.').is_visible()
+    expect(page.get_by_text('I grow tomatoes and write short posts.')).to_be_visible()
     camera.shoot(page, 'profile')
 
 
@@ -136,9 +138,9 @@ def test_forgot_password(browser, page, camera, mail_server, live_server):
     page.get_by_label('Email').fill(address.upper())
     page.get_by_role('button', name='Request Password Reset').click()
     page.wait_for_url('**/login')
-    assert page.get_by_text(
-        'Check your email for the instructions to reset your password'
-    ).is_visible()
+    expect(
+        page.get_by_text('Check your email for the instructions to reset your password')
+    ).to_be_visible()
     camera.shoot(page, 'check-your-email')
 
     email = email_to(mail_server, address, '[Microblog] Reset Your Password')
@@ -154,12 +156,12 @@ def test_forgot_password(browser, page, camera, mail_server, live_server):
     page.get_by_label('Repeat Password').fill(NEW_PASSWORD)
     page.get_by_role('button', name='Set New Password').click()
     page.wait_for_url('**/login')
-    assert page.get_by_text('Your password has been reset.').is_visible()
+    expect(page.get_by_text('Your password has been reset.')).to_be_visible()
     camera.shoot(page, 'password-reset')
     assert origins == {live_server}  # nothing loaded from another origin
 
     login(page, username, PASSWORD)
-    assert page.get_by_text('Invalid username or password').is_visible()
+    expect(page.get_by_text('Invalid username or password')).to_be_visible()
     camera.shoot(page, 'old-password-fails')
     login(page, username, NEW_PASSWORD)
     page.wait_for_url('**/index')
@@ -167,7 +169,7 @@ def test_forgot_password(browser, page, camera, mail_server, live_server):
 
     page.goto(link)
     page.wait_for_url('**/reset_password_request')
-    assert page.get_by_text('This reset link is invalid or has expired.').is_visible()
+    expect(page.get_by_text('This reset link is invalid or has expired.')).to_be_visible()
     camera.shoot(page, 'spent-link')
 
     notice = email_to(mail_server, address, '[Microblog] Your password was changed')
@@ -288,14 +290,14 @@ def test_account_emails_from_registration_to_a_new_address(
     login(page, username)
     page.wait_for_url('**/index')
     page.get_by_role('link', name='Profile').click()
-    assert page.get_by_text('is not confirmed yet').is_visible()
+    expect(page.get_by_text('is not confirmed yet')).to_be_visible()
     camera.shoot(page, 'profile-unconfirmed')
 
     page.goto(link_in(welcome, '/confirm_email/'))
     camera.shoot(page, 'confirm-page')
     page.get_by_role('button', name='Confirm my address').click()
     page.wait_for_url('**/settings')
-    assert page.get_by_text(f'Thank you: {old} is confirmed.').is_visible()
+    expect(page.get_by_text(f'Thank you: {old} is confirmed.')).to_be_visible()
     assert page.locator('.badge-ok').inner_text() == 'confirmed'
     camera.shoot(page, 'settings-confirmed')
 
@@ -305,7 +307,7 @@ def test_account_emails_from_registration_to_a_new_address(
     page.get_by_label('Current password').fill(PASSWORD)
     page.get_by_role('button', name='Send a confirmation link').click()
     page.wait_for_url('**/settings')
-    assert page.get_by_text('Waiting for you to open the link sent to').is_visible()
+    expect(page.get_by_text('Waiting for you to open the link sent to')).to_be_visible()
     camera.shoot(page, 'settings-waiting')
     notice = email_to(mail_server, old, '[Microblog] A change of your email address')
     shoot_email(browser, camera, notice.part('text/html'), 'change-notice-email')
@@ -316,7 +318,7 @@ def test_account_emails_from_registration_to_a_new_address(
     camera.shoot(page, 'confirm-new-page')
     page.get_by_role('button', name=f'Use {new}').click()
     page.wait_for_url('**/settings')
-    assert page.get_by_text(f'Your email address is now {new}.').is_visible()
+    expect(page.get_by_text(f'Your email address is now {new}.')).to_be_visible()
     wait_for_email(mail_server, old, 'was changed from')  # the second notice: it is made
 
     page.get_by_role('link', name='Change your password').click()
@@ -326,7 +328,7 @@ def test_account_emails_from_registration_to_a_new_address(
     page.get_by_label('Repeat new password').fill(NEW_PASSWORD)
     page.get_by_role('button', name='Change password').click()
     page.wait_for_url('**/settings')
-    assert page.get_by_text('Your password has been changed.').is_visible()
+    expect(page.get_by_text('Your password has been changed.')).to_be_visible()
     camera.shoot(page, 'password-changed')
     changed = email_to(mail_server, new, '[Microblog] Your password was changed')
     shoot_email(browser, camera, changed.part('text/html'), 'password-changed-email')
@@ -381,7 +383,7 @@ def test_undo_from_the_old_address(browser, page, camera, mail_server, live_serv
         camera.shoot(owner_page, 'undo-page')
         owner_page.get_by_role('button', name=f'Put back {old}').click()
         owner_page.wait_for_url('**/reset_password')
-        assert owner_page.get_by_text(f'Your email address is {old} again').is_visible()
+        expect(owner_page.get_by_text(f'Your email address is {old} again')).to_be_visible()
         camera.shoot(owner_page, 'undo-then-new-password')
         owner_page.get_by_label('Password', exact=True).fill(NEW_PASSWORD)
         owner_page.get_by_label('Repeat Password').fill(NEW_PASSWORD)
@@ -413,5 +415,5 @@ def test_a_taken_address_and_a_link_for_someone_else(browser, page, camera, mail
     page.wait_for_url('**/index')
     response = page.goto(link_in(welcome, '/confirm_email/'))
     assert response.status == 403
-    assert page.get_by_role('heading', name='This link is for another account').is_visible()
+    expect(page.get_by_role('heading', name='This link is for another account')).to_be_visible()
     camera.shoot(page, 'link-for-another-account')

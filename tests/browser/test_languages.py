@@ -7,6 +7,7 @@ machine (Debian: fonts-noto-cjk, which .ci/run installs), checked here by drawin
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_journeys import NEW_PASSWORD, email_to, shoot_email, unique
 from tests.helpers import PASSWORD
@@ -64,7 +65,7 @@ def test_a_chinese_reader_sees_chinese_and_forgets_the_password(
     page = chinese_page
     page.goto('/login')
     assert page.locator('html').get_attribute('lang') == 'zh-CN'
-    assert page.get_by_role('heading', name='登录').is_visible()
+    expect(page.get_by_role('heading', name='登录')).to_be_visible()
     assert page.evaluate(DRAWS_CJK), 'Chinese characters draw as boxes: install fonts-noto-cjk'
     assert page.title() == '登录 - Microblog'
     camera.shoot(page, 'login')
@@ -76,17 +77,17 @@ def test_a_chinese_reader_sees_chinese_and_forgets_the_password(
     page.wait_for_url('**/index')
     page.get_by_label('说点什么').fill('大家好，这是我的第一条帖子。')
     page.get_by_role('button', name='提交').click()
-    assert page.get_by_text('您的帖子已发布！').is_visible()
+    expect(page.get_by_text('您的帖子已发布！')).to_be_visible()
     # The script says how long ago, in the page's language.
     page.wait_for_function("() => !document.querySelector('time').textContent.includes('UTC')")
     assert page.locator('time').first.inner_text() == '刚刚'
     camera.shoot(page, 'index')
     page.get_by_role('link', name='个人主页').click()
-    assert page.get_by_text('0 位关注者，关注了 0 人。').is_visible()
+    expect(page.get_by_text('0 位关注者，关注了 0 人。')).to_be_visible()
     camera.shoot(page, 'profile')
     page.get_by_role('button', name='退出登录').click()
     page.wait_for_url('**/login')
-    assert page.get_by_text('您已退出登录。').is_visible()
+    expect(page.get_by_text('您已退出登录。')).to_be_visible()
 
     # Forgot the password: the email is in Chinese, and its link works.
     page.get_by_role('link', name='点此重置').click()
@@ -95,7 +96,7 @@ def test_a_chinese_reader_sees_chinese_and_forgets_the_password(
     page.get_by_label('邮箱地址').fill(f'{username}@example.com')
     page.get_by_role('button', name='发送重置密码邮件').click()
     page.wait_for_url('**/login')
-    assert page.get_by_text('请查收邮件，按邮件中的说明重置密码').is_visible()
+    expect(page.get_by_text('请查收邮件，按邮件中的说明重置密码')).to_be_visible()
     email = email_to(mail_server, f'{username}@example.com', '[Microblog] 重置您的密码')
     text = email.part('text/plain')
     assert f'{username}，您好：' in text
@@ -107,13 +108,13 @@ def test_a_chinese_reader_sees_chinese_and_forgets_the_password(
     assert link.startswith(live_server)
     page.goto(link)
     page.wait_for_url('**/reset_password')
-    assert page.get_by_role('heading', name='重置您的密码').is_visible()
+    expect(page.get_by_role('heading', name='重置您的密码')).to_be_visible()
     camera.shoot(page, 'reset-form')
     page.get_by_label('密码', exact=True).fill(NEW_PASSWORD)
     page.get_by_label('再次输入密码').fill(NEW_PASSWORD)
     page.get_by_role('button', name='设置新密码').click()
     page.wait_for_url('**/login')
-    assert page.get_by_text('您的密码已重置。').is_visible()
+    expect(page.get_by_text('您的密码已重置。')).to_be_visible()
     login_in_chinese(page, username, NEW_PASSWORD)
     page.wait_for_url('**/index')
     notice = email_to(mail_server, f'{username}@example.com', '[Microblog] 您的密码已更改')
@@ -131,19 +132,19 @@ def test_switching_language_is_one_click(browser, live_server, camera, scripts):
     page = context.new_page()
     page.set_default_timeout(10_000)
     page.goto('/reset_password_request')
-    assert page.get_by_role('heading', name='重置密码').is_visible()
+    expect(page.get_by_role('heading', name='重置密码')).to_be_visible()
     camera.shoot(page, 'chinese')
     page.get_by_role('button', name='English').click()
     page.wait_for_url('**/reset_password_request')
     assert page.locator('html').get_attribute('lang') == 'en'
-    assert page.get_by_role('heading', name='Reset Password').is_visible()
+    expect(page.get_by_role('heading', name='Reset Password')).to_be_visible()
     camera.shoot(page, 'english')
     # The choice stays with this browser, page after page.
     page.goto('/login')
-    assert page.get_by_role('heading', name='Sign In').is_visible()
+    expect(page.get_by_role('heading', name='Sign In')).to_be_visible()
     page.get_by_role('button', name='简体中文').click()
     page.wait_for_url('**/login')
-    assert page.get_by_role('heading', name='登录').is_visible()
+    expect(page.get_by_role('heading', name='登录')).to_be_visible()
     context.close()
 
 
@@ -165,13 +166,13 @@ def test_a_signed_in_choice_follows_the_account(browser, live_server, camera):
     page.wait_for_url('**/index')
     page.get_by_role('button', name='简体中文').click()
     page.wait_for_url('**/index')
-    assert page.get_by_role('heading', name=f'{username}，您好！').is_visible()
+    expect(page.get_by_role('heading', name=f'{username}，您好！')).to_be_visible()
     camera.shoot(page, 'index-chinese')
     english.close()
     # Another English browser: once signed in, the account's language.
     other = browser.new_context(base_url=live_server, locale='en-US').new_page()
     other.goto('/login')
-    assert other.get_by_role('heading', name='Sign In').is_visible()
+    expect(other.get_by_role('heading', name='Sign In')).to_be_visible()
     other.get_by_label('Username').fill(username)
     other.get_by_label('Password').fill(PASSWORD)
     other.get_by_role('button', name='Sign In').click()
