@@ -107,6 +107,8 @@ class DevSite:
         # be found (and ended) whatever its process group.
         self.marker = f'{self.port}-{os.getpid()}-{time.monotonic_ns()}'
         self.left_behind = []
+        self.killed = False  # whether Ctrl-C was not enough, and the group was killed
+        self.stop_seconds = None
 
     @property
     def url(self):
@@ -147,13 +149,16 @@ class DevSite:
         """Stop it as Ctrl-C in its terminal does: SIGINT to its process group."""
         if self.process is None:
             return
+        started = time.monotonic()
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGINT)
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
+        self.stop_seconds = time.monotonic() - started
         self._log.close()
         # What outlived `make run` is recorded for the test to report, and ended here so
         # that it holds no port after the test.

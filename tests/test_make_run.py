@@ -50,7 +50,10 @@ def test_make_run_shows_the_reset_email_in_the_browser_inbox(tmp_path):
     finally:
         site.stop()
     assert site.process.returncode is not None
-    assert not site.left_behind  # Ctrl-C ends the app and the sink, not `make` alone
+    # Ctrl-C ends the app and the sink, not `make` alone.
+    stopped = f'stopped in {site.stop_seconds:.1f} s, killed: {site.killed}'
+    assert not site.left_behind, (stopped, site.left_behind, site.log()[-3000:])
+    assert not site.killed, (stopped, site.log()[-3000:])
     assert not answers(site.url + '/login')
     with pytest.raises(OSError):
         smtplib.SMTP('127.0.0.1', site.mail_port, timeout=2)
