@@ -716,6 +716,32 @@ def test_mail_debug_never_prints_a_working_link(make_app, port, server, capfd):
     )
 
 
+@pytest.mark.sqlite_only
+def test_mail_debug_hides_only_the_conversation_of_a_message_with_a_link(
+    make_app, port, server, capfd
+):
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='none',
+        MAIL_DEBUG=True,
+        MAIL_CONNECTIONS=1,  # one connection: the reset, then the notice, then goodbye
+    )
+    with app.app_context():
+        add_user('susan', 'susan@example.com')
+        request_reset(app, 'susan@example.com')
+        queue_email('password_changed', {'user_id': 1})
+        db.session.commit()
+        assert len(deliver_pending().sent) == 2
+    printed = capfd.readouterr().err
+    assert printed.count('is not shown') == 1
+    # After the message with a link, the connection's conversation is printed again.
+    assert printed.count("send: 'mail FROM:<no-reply@example.com>") == 1
+    assert 'Subject: [Microblog] Your password was changed' in printed
+    assert printed.count("send: 'quit") == 1
+
+
 def test_a_request_for_an_unknown_address_costs_the_pass_what_a_known_one_does(mail_app, server):
     import flask
 
