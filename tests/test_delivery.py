@@ -6,13 +6,13 @@ import smtplib
 import threading
 import uuid
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.mail import deliver_pending, kinds, send_email
+from app.mail import deliver_pending, kinds, send_email, workers
 from app.mail.outbox import (
     DeliveryReport,
     Sender,
@@ -544,6 +544,87 @@ def test_rq_worker_command_uses_the_app(rq_app, port):
             queue_messages(2)
         result = rq_app.test_cli_runner().invoke(args=['mail', 'worker', '--burst'])
         assert result.exit_code == 0, result.output
+        assert len(server.messages) == 2
+    finally:
+        server.stop()
+
+
+def at(seconds):
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@pytest.mark.parametrize(
+    ('poll', 'asked', 'due'),
+    [
+        # Ticks are whole multiples of MAIL_POLL_INTERVAL: one pass a tick, at the first
+        # tick after the time asked.
+        (60, [1_000_000_030.5, 1_000_000_079.9, 1_000_000_080], [1_000_000_080, 1_000_000_140]),
+        # An interval under a second is a second.
+        (0, [1_000_000_030.5, 1_000_000_030.9, 1_000_000_031], [1_000_000_031, 1_000_000_032]),
+    ],
+)
+def test_a_pass_is_scheduled_once_at_the_first_tick_after_the_time_asked(rq_app, poll, asked, due):
+    rq_app.config['MAIL_POLL_INTERVAL'] = poll
+    backend = rq_app.extensions['mail_delivery']
+    for seconds in asked:
+        backend.schedule(at(seconds))
+    registry = rq_app.rq_queue.scheduled_job_registry
+    scheduled = {job_id: registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids()}
+    name = rq_app.rq_queue.name
+    assert scheduled == {f'{name}-pass-{seconds // max(poll, 1)}': at(seconds) for seconds in due}
+
+
+@pytest.mark.parametrize('wake', [True, False])
+def test_a_pass_job_runs_the_delivery_with_time_for_every_batch(rq_app, wake):
+    config = rq_app.config
+    with rq_app.app_context():
+        rq_app.extensions['mail_delivery'].notify(wake=wake)
+    queue = rq_app.rq_queue
+    job_ids = queue.job_ids if wake else queue.scheduled_job_registry.get_job_ids()
+    [job] = [queue.fetch_job(job_id) for job_id in job_ids]
+    assert job.func_name == 'app.mail.workers.run_delivery_job'
+    # A job killed mid-pass would leave a message sent but not recorded (sent again
+    # once its lease runs out): the pass has time for ten batches at MAIL_TIMEOUT each.
+    assert job.timeout >= 10 * config['MAIL_BATCH_SIZE'] * config['MAIL_TIMEOUT']
+    # No result is kept in Redis; a failed pass stays a day in RQ's failed registry.
+    assert (job.result_ttl, job.failure_ttl) == (0, 86400)
+
+
+def test_a_message_stored_while_redis_is_down_stays_pending_and_says_why(make_app, caplog):
+    port = free_port()
+    app = make_app(MAIL_QUEUE='rq', REDIS_URL=f'redis://127.0.0.1:{port}/0')
+    with app.app_context(), caplog.at_level(logging.WARNING):
+        send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'one'})
+        assert [row.status for row in rows()] == ['pending']
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    message = warning.getMessage()
+    assert message.startswith('Could not enqueue email delivery (')
+    assert f'127.0.0.1:{port}' in message
+    assert message.endswith('); it stays pending')
+
+
+def test_a_plain_rq_worker_makes_one_app_for_all_its_jobs(make_app, port, monkeypatch):
+    # `rq worker` runs jobs with no app context: the job makes the app, once a process.
+    made = []
+
+    def create_app():
+        made.append(
+            make_app(
+                MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_QUEUE='none'
+            )
+        )
+        return made[-1]
+
+    monkeypatch.setattr('app.create_app', create_app)
+    monkeypatch.setattr(workers, '_worker_app', None)
+    server = MailServer(port).start()
+    try:
+        with create_app().app_context():
+            queue_messages(2)
+        made.clear()
+        assert workers.run_delivery_job() == {'sent': 2, 'retrying': 0, 'failed': 0, 'dropped': 0}
+        assert workers.run_delivery_job() == {'sent': 0, 'retrying': 0, 'failed': 0, 'dropped': 0}
+        assert len(made) == 1
         assert len(server.messages) == 2
     finally:
         server.stop()
