@@ -514,6 +514,8 @@ def test_rq_delivers_a_reset_email_end_to_end(rq_app, port, make_user):
         run_scheduled(rq_app)
         run_worker(rq_app)
         assert [received.rcpt_tos for received in server.messages] == [['susan@example.com']] * 3
+        # The pass, with nothing left to retry, ended without an error.
+        assert rq_app.rq_queue.failed_job_registry.count == 0
         assert 'Dear susan' in server.messages[0].part('text/plain')
     finally:
         server.stop()
