@@ -1,8 +1,11 @@
 """Email that is never lost: the outbox, retries, claims, the thread worker, RQ, the commands."""
 
+import asyncio
 import logging
 import re
 import smtplib
+import subprocess
+import sys
 import threading
 import uuid
 from contextlib import contextmanager
@@ -27,7 +30,7 @@ from app.mail.outbox import (
 from app.models import OutboundEmail, utcnow
 from tests.helpers import TEST_REDIS_URL
 from tests.kinds import TEST_KIND, label_of
-from tests.mailserver import HangUpServer, MailServer, free_port
+from tests.mailserver import HangUpServer, MailServer, RecordingHandler, free_port
 
 
 def queue_messages(count, prefix='message'):
@@ -394,6 +397,72 @@ def thread_app(make_app, port):
 
 def delivery_threads():
     return [t for t in threading.enumerate() if t.name == 'microblog-mail-delivery']
+
+
+LAST_PASS = """
+import sys
+import time
+
+import sqlalchemy as sa
+
+from app import create_app, db
+from app.mail import send_email
+from app.models import OutboundEmail
+from tests.helpers import TestConfig
+from tests.kinds import TEST_KIND
+
+
+class Settings(TestConfig):
+    SQLALCHEMY_DATABASE_URI = sys.argv[1]
+    MAIL_SUPPRESS_SEND = False
+    MAIL_SERVER = '127.0.0.1'
+    MAIL_PORT = int(sys.argv[2])
+
+
+app = create_app(Settings)
+with app.app_context():
+    db.create_all()
+    send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'last words'})
+    # The process ends while its worker is sending (the server answers DATA slowly).
+    deadline = time.monotonic() + 30
+    while db.session.scalar(sa.select(OutboundEmail.status)) != OutboundEmail.SENDING:
+        assert time.monotonic() < deadline, 'the worker never took the message'
+        db.session.rollback()
+        time.sleep(0.05)
+"""
+
+
+class SlowDataHandler(RecordingHandler):
+    """Takes two seconds to answer DATA, as a loaded server does."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(2)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.sqlite_only
+def test_a_process_that_ends_finishes_its_pass_first_and_then_ends(tmp_path, port):
+    server = MailServer(port)
+    server.handler = SlowDataHandler()
+    server.start()
+    url = f'sqlite:///{tmp_path / "ending.db"}'
+    try:
+        # The worker thread neither keeps the process alive (it is a daemon) nor is cut
+        # off in the middle of a message (the process stops it and waits for its pass).
+        ended = subprocess.run(
+            [sys.executable, '-c', LAST_PASS, url, str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert ended.returncode == 0, ended.stderr
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert connection.scalar(sa.select(OutboundEmail.status)) == OutboundEmail.SENT
+    engine.dispose()
+    assert [label_of(received) for received in server.messages] == ['last words']
 
 
 def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
