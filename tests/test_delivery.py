@@ -29,7 +29,7 @@ from app.mail.outbox import (
 )
 from app.models import OutboundEmail, utcnow
 from tests.helpers import TEST_REDIS_URL
-from tests.kinds import TEST_KIND, label_of
+from tests.kinds import TEST_KIND, build_delivery_test, label_of
 from tests.mailserver import HangUpServer, MailServer, RecordingHandler, free_port
 
 
@@ -463,6 +463,28 @@ def test_a_process_that_ends_finishes_its_pass_first_and_then_ends(tmp_path, por
         assert connection.scalar(sa.select(OutboundEmail.status)) == OutboundEmail.SENT
     engine.dispose()
     assert [label_of(received) for received in server.messages] == ['last words']
+
+
+def test_a_message_that_does_not_wake_the_worker_goes_out_on_its_next_beat(
+    make_app, port, monkeypatch
+):
+    monkeypatch.setattr(kinds, '_kinds', dict(kinds._kinds))
+    kinds.email_kind('on_the_beat', subject='[Microblog] On the beat', template='test', wake=False)(
+        build_delivery_test
+    )
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_POLL_INTERVAL=1
+    )
+    server = MailServer(port).start()
+    try:
+        app.test_client().get('/login')  # the first request starts the worker
+        with app.app_context():
+            send_email('on_the_beat', {'to': 'user0@example.com', 'label': 'the next beat'})
+        # Not woken, the worker still takes it on its own beat, about a second away.
+        received = server.wait_for(lambda received: label_of(received) == 'the next beat')
+        assert received.rcpt_tos == ['user0@example.com']
+    finally:
+        server.stop()
 
 
 def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
