@@ -487,6 +487,24 @@ def test_a_message_that_does_not_wake_the_worker_goes_out_on_its_next_beat(
         server.stop()
 
 
+def test_the_thread_worker_wakes_for_a_retry_when_it_falls_due(make_app, port, caplog):
+    # Its beat (MAIL_POLL_INTERVAL) is a minute away; the retry is due in a second.
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_RETRY_BACKOFF=1
+    )
+    with app.app_context():
+        queue_messages(1)
+        app.extensions['mail_delivery'].flush()  # a whole pass: the server is not up yet
+        assert [(row.status, row.attempts) for row in rows()] == [('pending', 1)]
+    server = MailServer(port).start()
+    try:
+        received = server.wait_for(lambda received: label_of(received) == 'message 0')
+        assert received.rcpt_tos == ['user0@example.com']
+    finally:
+        server.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
     server = MailServer(port).start()
     try:
