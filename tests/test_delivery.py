@@ -505,6 +505,16 @@ def test_the_thread_worker_wakes_for_a_retry_when_it_falls_due(make_app, port, c
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+def test_stopping_the_thread_worker_ends_its_thread_and_waits_for_it(make_app, port):
+    before = set(delivery_threads())
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    backend = app.extensions['mail_delivery']
+    backend.start()
+    [thread] = set(delivery_threads()) - before
+    backend.stop()
+    assert not thread.is_alive()
+
+
 def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
     server = MailServer(port).start()
     try:
