@@ -465,6 +465,21 @@ def test_a_process_that_ends_finishes_its_pass_first_and_then_ends(tmp_path, por
     assert [label_of(received) for received in server.messages] == ['last words']
 
 
+def test_a_message_that_wakes_the_worker_goes_out_at_once(make_app, port):
+    # Its beat (MAIL_POLL_INTERVAL) is a minute away: only the wake sends it sooner.
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    server = MailServer(port).start()
+    try:
+        app.test_client().get('/login')  # the first request starts the worker
+        with app.app_context():
+            app.extensions['mail_delivery'].flush()  # its first pass is over
+            send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'at once'})
+        received = server.wait_for(lambda received: label_of(received) == 'at once')
+        assert received.rcpt_tos == ['user0@example.com']
+    finally:
+        server.stop()
+
+
 def test_a_message_that_does_not_wake_the_worker_goes_out_on_its_next_beat(
     make_app, port, monkeypatch
 ):
