@@ -533,6 +533,58 @@ def test_stopping_the_thread_worker_ends_its_thread_and_waits_for_it(make_app, p
     assert not thread.is_alive()
 
 
+FORKED = """
+import os
+import sys
+
+import sqlalchemy as sa
+
+from app import create_app, db
+from app.mail import send_email
+from app.models import OutboundEmail
+from tests.helpers import TestConfig
+from tests.kinds import TEST_KIND
+
+
+class Settings(TestConfig):
+    SQLALCHEMY_DATABASE_URI = sys.argv[1]
+    MAIL_SUPPRESS_SEND = False
+    MAIL_SERVER = '127.0.0.1'
+    MAIL_PORT = int(sys.argv[2])
+
+
+app = create_app(Settings)
+with app.app_context():
+    db.create_all()
+    app.extensions['mail_delivery'].flush()  # the worker runs, waiting for its next pass
+    child = os.fork()
+    if child == 0:
+        # As a server that forks its workers after making the app: the thread stayed behind.
+        db.engine.dispose(close=False)
+        send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'from the child'})
+        app.extensions['mail_delivery'].flush()
+        sent = db.session.scalar(sa.select(OutboundEmail.status)) == OutboundEmail.SENT
+        os._exit(0 if sent else 3)
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+"""
+
+
+@pytest.mark.sqlite_only
+def test_a_forked_process_starts_a_worker_of_its_own(tmp_path, port):
+    server = MailServer(port).start()
+    try:
+        forked = subprocess.run(
+            [sys.executable, '-c', FORKED, f'sqlite:///{tmp_path / "forked.db"}', str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert forked.returncode == 0, forked.stderr
+    assert [label_of(received) for received in server.messages] == ['from the child']
+
+
 def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
     server = MailServer(port).start()
     try:
