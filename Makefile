@@ -71,11 +71,15 @@ MUTANTS_VENV := .venv-mutants
 MUTMUT_JOBS ?= 2
 MUTANTS_NICE ?= 10
 MUTANTS ?=
+# A Redis database of its own (its tests empty it) for the RQ backend's mutants, e.g.
+# MUTANTS_REDIS_URL=redis://127.0.0.1:6379/9; set it from the first run, whose pass over
+# the tests maps each test to the functions it runs. Without it they count as "no tests".
+MUTANTS_REDIS_URL ?=
 
 mutants: requirements-dev.txt
 	@test -x $(MUTANTS_VENV)/bin/mutmut || { $(MUTANTS_PYTHON) -m venv $(MUTANTS_VENV) && \
 		$(MUTANTS_VENV)/bin/python -m pip install --quiet -r requirements-dev.txt; }
-	TEST_DATABASE_URL= TEST_REDIS_URL= nice -n $(MUTANTS_NICE) $(MUTANTS_VENV)/bin/mutmut run \
+	TEST_DATABASE_URL= TEST_REDIS_URL=$(MUTANTS_REDIS_URL) nice -n $(MUTANTS_NICE) $(MUTANTS_VENV)/bin/mutmut run \
 		--max-children $(MUTMUT_JOBS) $(MUTANTS)
 	$(MUTANTS_VENV)/bin/python bench/mutation_score.py --survivors
 

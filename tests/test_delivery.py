@@ -1,18 +1,21 @@
 """Email that is never lost: the outbox, retries, claims, the thread worker, RQ, the commands."""
 
+import asyncio
 import logging
 import re
 import smtplib
+import subprocess
+import sys
 import threading
 import uuid
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from app import db
-from app.mail import deliver_pending, kinds, send_email
+from app.mail import deliver_pending, kinds, send_email, workers
 from app.mail.outbox import (
     DeliveryReport,
     Sender,
@@ -26,8 +29,8 @@ from app.mail.outbox import (
 )
 from app.models import OutboundEmail, utcnow
 from tests.helpers import TEST_REDIS_URL
-from tests.kinds import TEST_KIND, label_of
-from tests.mailserver import HangUpServer, MailServer, free_port
+from tests.kinds import TEST_KIND, build_delivery_test, label_of
+from tests.mailserver import HangUpServer, MailServer, RecordingHandler, free_port
 
 
 def queue_messages(count, prefix='message'):
@@ -396,6 +399,192 @@ def delivery_threads():
     return [t for t in threading.enumerate() if t.name == 'microblog-mail-delivery']
 
 
+LAST_PASS = """
+import sys
+import time
+
+import sqlalchemy as sa
+
+from app import create_app, db
+from app.mail import send_email
+from app.models import OutboundEmail
+from tests.helpers import TestConfig
+from tests.kinds import TEST_KIND
+
+
+class Settings(TestConfig):
+    SQLALCHEMY_DATABASE_URI = sys.argv[1]
+    MAIL_SUPPRESS_SEND = False
+    MAIL_SERVER = '127.0.0.1'
+    MAIL_PORT = int(sys.argv[2])
+
+
+app = create_app(Settings)
+with app.app_context():
+    db.create_all()
+    send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'last words'})
+    # The process ends while its worker is sending (the server answers DATA slowly).
+    deadline = time.monotonic() + 30
+    while db.session.scalar(sa.select(OutboundEmail.status)) != OutboundEmail.SENDING:
+        assert time.monotonic() < deadline, 'the worker never took the message'
+        db.session.rollback()
+        time.sleep(0.05)
+"""
+
+
+class SlowDataHandler(RecordingHandler):
+    """Takes two seconds to answer DATA, as a loaded server does."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(2)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.sqlite_only
+def test_a_process_that_ends_finishes_its_pass_first_and_then_ends(tmp_path, port):
+    server = MailServer(port)
+    server.handler = SlowDataHandler()
+    server.start()
+    url = f'sqlite:///{tmp_path / "ending.db"}'
+    try:
+        # The worker thread neither keeps the process alive (it is a daemon) nor is cut
+        # off in the middle of a message (the process stops it and waits for its pass).
+        ended = subprocess.run(
+            [sys.executable, '-c', LAST_PASS, url, str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert ended.returncode == 0, ended.stderr
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        assert connection.scalar(sa.select(OutboundEmail.status)) == OutboundEmail.SENT
+    engine.dispose()
+    assert [label_of(received) for received in server.messages] == ['last words']
+
+
+def test_a_message_that_wakes_the_worker_goes_out_at_once(make_app, port):
+    # Its beat (MAIL_POLL_INTERVAL) is a minute away: only the wake sends it sooner.
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    server = MailServer(port).start()
+    try:
+        app.test_client().get('/login')  # the first request starts the worker
+        with app.app_context():
+            app.extensions['mail_delivery'].flush()  # its first pass is over
+            send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'at once'})
+        received = server.wait_for(lambda received: label_of(received) == 'at once')
+        assert received.rcpt_tos == ['user0@example.com']
+    finally:
+        server.stop()
+
+
+def test_a_message_that_does_not_wake_the_worker_goes_out_on_its_next_beat(
+    make_app, port, monkeypatch
+):
+    monkeypatch.setattr(kinds, '_kinds', dict(kinds._kinds))
+    kinds.email_kind('on_the_beat', subject='[Microblog] On the beat', template='test', wake=False)(
+        build_delivery_test
+    )
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_POLL_INTERVAL=1
+    )
+    server = MailServer(port).start()
+    try:
+        app.test_client().get('/login')  # the first request starts the worker
+        with app.app_context():
+            send_email('on_the_beat', {'to': 'user0@example.com', 'label': 'the next beat'})
+        # Not woken, the worker still takes it on its own beat, about a second away.
+        received = server.wait_for(lambda received: label_of(received) == 'the next beat')
+        assert received.rcpt_tos == ['user0@example.com']
+    finally:
+        server.stop()
+
+
+def test_the_thread_worker_wakes_for_a_retry_when_it_falls_due(make_app, port, caplog):
+    # Its beat (MAIL_POLL_INTERVAL) is a minute away; the retry is due in a second.
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_RETRY_BACKOFF=1
+    )
+    with app.app_context():
+        # Under `mutmut run` the worker starts with the app, before its tables exist.
+        app.extensions['mail_delivery'].flush()
+        caplog.clear()
+        queue_messages(1)
+        app.extensions['mail_delivery'].flush()  # a whole pass: the server is not up yet
+        assert [(row.status, row.attempts) for row in rows()] == [('pending', 1)]
+    server = MailServer(port).start()
+    try:
+        received = server.wait_for(lambda received: label_of(received) == 'message 0')
+        assert received.rcpt_tos == ['user0@example.com']
+    finally:
+        server.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_stopping_the_thread_worker_ends_its_thread_and_waits_for_it(make_app, port):
+    before = set(delivery_threads())
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port)
+    backend = app.extensions['mail_delivery']
+    backend.start()
+    [thread] = set(delivery_threads()) - before
+    backend.stop()
+    assert not thread.is_alive()
+
+
+FORKED = """
+import os
+import sys
+
+import sqlalchemy as sa
+
+from app import create_app, db
+from app.mail import send_email
+from app.models import OutboundEmail
+from tests.helpers import TestConfig
+from tests.kinds import TEST_KIND
+
+
+class Settings(TestConfig):
+    SQLALCHEMY_DATABASE_URI = sys.argv[1]
+    MAIL_SUPPRESS_SEND = False
+    MAIL_SERVER = '127.0.0.1'
+    MAIL_PORT = int(sys.argv[2])
+
+
+app = create_app(Settings)
+with app.app_context():
+    db.create_all()
+    app.extensions['mail_delivery'].flush()  # the worker runs, waiting for its next pass
+    child = os.fork()
+    if child == 0:
+        # As a server that forks its workers after making the app: the thread stayed behind.
+        db.engine.dispose(close=False)
+        send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'from the child'})
+        app.extensions['mail_delivery'].flush()
+        sent = db.session.scalar(sa.select(OutboundEmail.status)) == OutboundEmail.SENT
+        os._exit(0 if sent else 3)
+    sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+"""
+
+
+@pytest.mark.sqlite_only
+def test_a_forked_process_starts_a_worker_of_its_own(tmp_path, port):
+    server = MailServer(port).start()
+    try:
+        forked = subprocess.run(
+            [sys.executable, '-c', FORKED, f'sqlite:///{tmp_path / "forked.db"}', str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.stop()
+    assert forked.returncode == 0, forked.stderr
+    assert [label_of(received) for received in server.messages] == ['from the child']
+
+
 def test_thread_worker_is_one_thread_whatever_the_burst(thread_app, port):
     server = MailServer(port).start()
     try:
@@ -500,9 +689,13 @@ def test_rq_delivers_a_reset_email_end_to_end(rq_app, port, make_user):
     server = MailServer(port).start()
     try:
         client = rq_app.test_client()
+        # Compared with the threads before: another app in this process (an earlier
+        # test's, or one made under `mutmut run`, which create_app takes for `flask run`)
+        # may run one.
+        threads = delivery_threads()
         for _ in range(3):
             client.post('/reset_password_request', data={'email': 'susan@example.com'})
-        assert delivery_threads() == []  # the web process starts no delivery thread
+        assert delivery_threads() == threads  # the web process starts no delivery thread
         # A reset request enqueues nothing now: one pass waits for the next cadence tick,
         # however many requests came.
         assert rq_app.rq_queue.count == 0
@@ -510,6 +703,8 @@ def test_rq_delivers_a_reset_email_end_to_end(rq_app, port, make_user):
         run_scheduled(rq_app)
         run_worker(rq_app)
         assert [received.rcpt_tos for received in server.messages] == [['susan@example.com']] * 3
+        # The pass, with nothing left to retry, ended without an error.
+        assert rq_app.rq_queue.failed_job_registry.count == 0
         assert 'Dear susan' in server.messages[0].part('text/plain')
     finally:
         server.stop()
@@ -540,6 +735,87 @@ def test_rq_worker_command_uses_the_app(rq_app, port):
             queue_messages(2)
         result = rq_app.test_cli_runner().invoke(args=['mail', 'worker', '--burst'])
         assert result.exit_code == 0, result.output
+        assert len(server.messages) == 2
+    finally:
+        server.stop()
+
+
+def at(seconds):
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@pytest.mark.parametrize(
+    ('poll', 'asked', 'due'),
+    [
+        # Ticks are whole multiples of MAIL_POLL_INTERVAL: one pass a tick, at the first
+        # tick after the time asked.
+        (60, [1_000_000_030.5, 1_000_000_079.9, 1_000_000_080], [1_000_000_080, 1_000_000_140]),
+        # An interval under a second is a second.
+        (0, [1_000_000_030.5, 1_000_000_030.9, 1_000_000_031], [1_000_000_031, 1_000_000_032]),
+    ],
+)
+def test_a_pass_is_scheduled_once_at_the_first_tick_after_the_time_asked(rq_app, poll, asked, due):
+    rq_app.config['MAIL_POLL_INTERVAL'] = poll
+    backend = rq_app.extensions['mail_delivery']
+    for seconds in asked:
+        backend.schedule(at(seconds))
+    registry = rq_app.rq_queue.scheduled_job_registry
+    scheduled = {job_id: registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids()}
+    name = rq_app.rq_queue.name
+    assert scheduled == {f'{name}-pass-{seconds // max(poll, 1)}': at(seconds) for seconds in due}
+
+
+@pytest.mark.parametrize('wake', [True, False])
+def test_a_pass_job_runs_the_delivery_with_time_for_every_batch(rq_app, wake):
+    config = rq_app.config
+    with rq_app.app_context():
+        rq_app.extensions['mail_delivery'].notify(wake=wake)
+    queue = rq_app.rq_queue
+    job_ids = queue.job_ids if wake else queue.scheduled_job_registry.get_job_ids()
+    [job] = [queue.fetch_job(job_id) for job_id in job_ids]
+    assert job.func_name == 'app.mail.workers.run_delivery_job'
+    # A job killed mid-pass would leave a message sent but not recorded (sent again
+    # once its lease runs out): the pass has time for ten batches at MAIL_TIMEOUT each.
+    assert job.timeout >= 10 * config['MAIL_BATCH_SIZE'] * config['MAIL_TIMEOUT']
+    # No result is kept in Redis; a failed pass stays a day in RQ's failed registry.
+    assert (job.result_ttl, job.failure_ttl) == (0, 86400)
+
+
+def test_a_message_stored_while_redis_is_down_stays_pending_and_says_why(make_app, caplog):
+    port = free_port()
+    app = make_app(MAIL_QUEUE='rq', REDIS_URL=f'redis://127.0.0.1:{port}/0')
+    with app.app_context(), caplog.at_level(logging.WARNING):
+        send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'one'})
+        assert [row.status for row in rows()] == ['pending']
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    message = warning.getMessage()
+    assert message.startswith('Could not enqueue email delivery (')
+    assert f'127.0.0.1:{port}' in message
+    assert message.endswith('); it stays pending')
+
+
+def test_a_plain_rq_worker_makes_one_app_for_all_its_jobs(make_app, port, monkeypatch):
+    # `rq worker` runs jobs with no app context: the job makes the app, once a process.
+    made = []
+
+    def create_app():
+        made.append(
+            make_app(
+                MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_QUEUE='none'
+            )
+        )
+        return made[-1]
+
+    monkeypatch.setattr('app.create_app', create_app)
+    monkeypatch.setattr(workers, '_worker_app', None)
+    server = MailServer(port).start()
+    try:
+        with create_app().app_context():
+            queue_messages(2)
+        made.clear()
+        assert workers.run_delivery_job() == {'sent': 2, 'retrying': 0, 'failed': 0, 'dropped': 0}
+        assert workers.run_delivery_job() == {'sent': 0, 'retrying': 0, 'failed': 0, 'dropped': 0}
+        assert len(made) == 1
         assert len(server.messages) == 2
     finally:
         server.stop()

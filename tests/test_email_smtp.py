@@ -4,11 +4,15 @@ import smtplib
 import ssl
 
 import pytest
+import sqlalchemy as sa
 
 import config
-from app import create_app
+from app import create_app, db
+from app.mail import deliver_pending, send_email
 from app.mail.smtp import SMTPConnection
+from app.models import OutboundEmail
 from tests.helpers import TestConfig
+from tests.kinds import TEST_KIND
 from tests.mailserver import MailServer, accept_login, free_port
 
 # Nothing here depends on the database: SQLite is enough.
@@ -168,6 +172,67 @@ def test_mail_test_with_nothing_listening_says_check_the_port(make_app):
 def test_smtp_connection_has_a_timeout(smtp_app, smtp_server):
     with smtp_app.app_context(), SMTPConnection(smtp_app.extensions['mail']) as connection:
         assert connection.host.sock.gettimeout() == smtp_app.config['MAIL_TIMEOUT']
+
+
+def test_an_ssl_connection_has_the_timeout_too(make_app, trusted_certificate):
+    server = MailServer(ssl_context=trusted_certificate.server_context()).start()
+    try:
+        app = sending_app(make_app, server, MAIL_USE_SSL=True, MAIL_TIMEOUT=7)
+        with app.app_context(), SMTPConnection(app.extensions['mail']) as connection:
+            assert connection.host.sock.gettimeout() == 7
+    finally:
+        server.stop()
+
+
+def test_mail_over_ssl_to_a_certificate_that_does_not_verify_is_not_sent(make_app, certificate):
+    server = MailServer(ssl_context=certificate.server_context()).start()
+    try:
+        result, [hint] = mail_test(sending_app(make_app, server, MAIL_USE_SSL=True))
+    finally:
+        server.stop()
+    assert result.exit_code == 1
+    assert f'the certificate of 127.0.0.1:{server.port} does not verify' in hint
+    assert server.messages == []
+
+
+def test_mail_goes_out_with_the_login_the_server_accepts(make_app):
+    server = MailServer(
+        authenticator=accept_login('microblog@example.com', 'the-right-password'),
+        auth_require_tls=False,
+    ).start()
+    try:
+        app = sending_app(
+            make_app,
+            server,
+            MAIL_USERNAME='microblog@example.com',
+            MAIL_PASSWORD='the-right-password',
+        )
+        result, hints = mail_test(app)
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert hints == []
+    assert [received.rcpt_tos for received in server.messages] == [['admin@example.com']]
+
+
+@pytest.mark.parametrize(
+    'login', [{'MAIL_USERNAME': 'microblog@example.com'}, {'MAIL_PASSWORD': 'a-password'}]
+)
+def test_half_a_login_is_not_tried_on_a_server_that_asks_none(make_app, smtp_server, login):
+    # A server with no AUTH answers a login attempt with an error: nothing would be sent.
+    result, hints = mail_test(sending_app(make_app, smtp_server, **login))
+    assert result.exit_code == 0, result.output
+    assert [received.rcpt_tos for received in smtp_server.messages] == [['admin@example.com']]
+
+
+def test_without_a_mail_server_a_message_waits_and_says_why(make_app):
+    app = make_app(MAIL_SUPPRESS_SEND=False, MAIL_SERVER=None, MAIL_QUEUE='none')
+    with app.app_context():
+        send_email(TEST_KIND, {'to': 'susan@example.com', 'label': 'one'})
+        assert len(deliver_pending().retrying) == 1
+        email = db.session.scalar(sa.select(OutboundEmail))
+        assert email.status == OutboundEmail.PENDING
+        assert email.last_error == 'MailNotConfigured: MAIL_SERVER is not set'
 
 
 def test_starttls_verifies_the_certificate(make_app, smtp_server, monkeypatch):

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 import app.models
 from app import db
-from app.mail import deliver_pending, queue_email, send_email
+from app.mail import deliver_pending, kinds, queue_email, send_email
 from app.mail.outbox import DeliveryReport, Sender, candidate_ids, claim_due, take
 from app.models import OutboundEmail, User, utcnow
 from tests.helpers import PASSWORD, links_in
-from tests.kinds import BROKEN_KIND, TEST_KIND
+from tests.kinds import BROKEN_KIND, TEST_KIND, build_delivery_test
 from tests.mailserver import MailServer, free_port
 
 NEW_PASSWORD = 'quiet-Meadow-lantern-42'
@@ -118,6 +118,22 @@ def test_the_reset_email_reaches_exactly_the_stored_address(mail_app, server, st
     assert outbox_rows()[0].recipient == stored
 
 
+def test_the_sender_of_an_international_domain_goes_out_in_ascii(make_app, port, server):
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='none',
+        MAIL_DEFAULT_SENDER='Microblog <no-reply@straße.de>',
+    )
+    with app.app_context():
+        send_email(TEST_KIND, {'to': 'susan@example.com', 'label': 'one'})
+        assert len(deliver_pending().sent) == 1
+    [received] = server.messages
+    assert received.mail_from == 'no-reply@xn--strae-oqa.de'
+    assert received.message['From'] == 'Microblog <no-reply@xn--strae-oqa.de>'
+
+
 @pytest.mark.parametrize(
     'typed',
     ['hans@strasse.de', 'hans@xn--strasse.de', 'hans@xn--strae-oqa.com', 'hans@stra\u00dfe.com'],
@@ -210,6 +226,21 @@ def test_the_database_refuses_a_second_account_for_one_mailbox(mail_app):
 
 
 # Poison messages
+
+
+def test_a_subject_with_a_line_break_fails_its_message_and_says_why(mail_app, server, monkeypatch):
+    monkeypatch.setattr(kinds, '_kinds', dict(kinds._kinds))
+    # As a subject would be with a stray line break in its translation.
+    kinds.email_kind('two_lines', subject='[Microblog] Two\nlines', template='test')(
+        build_delivery_test
+    )
+    queue_email('two_lines', {'to': 'susan@example.com', 'label': 'one'})
+    db.session.commit()
+    assert len(deliver_pending().failed) == 1
+    assert outbox_rows()[0].last_error == (
+        'BadHeaderError: a header of the message holds a line break'
+    )
+    assert server.messages == []
 
 
 def test_a_poison_message_fails_alone(mail_app, server, caplog):
@@ -714,6 +745,32 @@ def test_mail_debug_never_prints_a_working_link(make_app, port, server, capfd):
     assert 'rcpt TO:<susan@example.com>' in printed.replace("b'", '').replace("'", '') or (
         'susan@example.com' in printed
     )
+
+
+@pytest.mark.sqlite_only
+def test_mail_debug_hides_only_the_conversation_of_a_message_with_a_link(
+    make_app, port, server, capfd
+):
+    app = make_app(
+        MAIL_SUPPRESS_SEND=False,
+        MAIL_SERVER='127.0.0.1',
+        MAIL_PORT=port,
+        MAIL_QUEUE='none',
+        MAIL_DEBUG=True,
+        MAIL_CONNECTIONS=1,  # one connection: the reset, then the notice, then goodbye
+    )
+    with app.app_context():
+        add_user('susan', 'susan@example.com')
+        request_reset(app, 'susan@example.com')
+        queue_email('password_changed', {'user_id': 1})
+        db.session.commit()
+        assert len(deliver_pending().sent) == 2
+    printed = capfd.readouterr().err
+    assert printed.count('is not shown') == 1
+    # After the message with a link, the connection's conversation is printed again.
+    assert printed.count("send: 'mail FROM:<no-reply@example.com>") == 1
+    assert 'Subject: [Microblog] Your password was changed' in printed
+    assert printed.count("send: 'quit") == 1
 
 
 def test_a_request_for_an_unknown_address_costs_the_pass_what_a_known_one_does(mail_app, server):
