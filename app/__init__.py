@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 import sqlalchemy as sa
 from flask import Flask
+from flask.cli import run_command
 from flask.helpers import get_debug_flag
 from flask_babel import Babel
 from flask_babel import lazy_gettext as _l
@@ -146,7 +147,8 @@ def _serving_with_flask_run():
     first one only watches the files.
     """
     context = click.get_current_context(silent=True)
-    if context is None or context.info_name != 'run':
+    # Flask's own command, not any command named "run" (mutmut's, say).
+    if context is None or context.command is not run_command:
         return False
     reloads = context.params.get('reload')
     if reloads is None:

@@ -189,3 +189,24 @@ def test_gunicorn_refuses_in_one_line_before_any_worker_starts(tmp_path):
     ]
     assert 'Traceback' not in result.stderr
     assert 'Booting worker' not in result.stderr
+
+
+def test_another_programs_run_command_is_not_flask_run(monkeypatch):
+    """Only Flask's `run` starts serving at once: a test runner's `run` starts nothing."""
+    import click
+
+    from app import _serving_with_flask_run
+
+    monkeypatch.delenv('FLASK_DEBUG', raising=False)
+    seen = []
+
+    @click.group()
+    def tool():
+        pass
+
+    @tool.command('run')
+    def run():
+        seen.append(_serving_with_flask_run())
+
+    tool.main(['run'], prog_name='tool', standalone_mode=False)
+    assert seen == [False]
