@@ -175,6 +175,30 @@ def test_registration_refuses_what_mail_cannot_reach(mail_app, email, message):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
 
 
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ('email', 'language', 'message'),
+    [
+        # email-validator's English, reworded where it reads like a parser's.
+        ('a b@example.com', 'en', 'The email address contains a space before the @-sign.'),
+        ('"quoted"@example.com', 'en', 'Quoting the part before the @-sign is not allowed'),
+        # Its common messages, and ours, translated; any other says only "not valid".
+        ('nope', 'zh-CN', '邮箱地址必须包含 @ 符号。'),
+        ('Émile@example.com', 'zh-CN', '@ 之前含有 A 到 Z 以外字母的地址无法接收我们的邮件'),
+        ('"quoted"@example.com', 'zh-CN', '这不是有效的邮箱地址。'),
+    ],
+)
+def test_registration_says_what_is_wrong_with_an_address_in_the_readers_language(
+    mail_app, email, language, message
+):
+    client = mail_app.test_client()
+    client.environ_base['HTTP_ACCEPT_LANGUAGE'] = language
+    response = register(client, email)
+    assert response.status_code == 200
+    assert message in response.text
+    assert 'characters before the @-sign: SPACE' not in response.text
+
+
 def test_an_address_nfc_lengthens_past_the_column_gets_a_message(mail_app):
     # U+FB2C (a Hebrew presentation form) decomposes and NFC does not recompose it: 3x longer.
     email = 'x@' + '\ufb2c' * 40 + '.com'
