@@ -225,6 +225,20 @@ def test_one_mailbox_one_account_however_it_is_written(mail_app, other):
         assert made is None
 
 
+@pytest.mark.parametrize(
+    ('email', 'key'),
+    [
+        ('Hans@Straße.DE', 'hans@xn--strae-oqa.de'),
+        # Stored by an older version, before registration refused such addresses.
+        ('Émile@Example.com', 'émile@example.com'),
+    ],
+)
+def test_an_accounts_key_is_the_one_databases_already_hold(mail_app, email, key):
+    # The migration that added the column stored every account's key in this form:
+    # a key computed any other way finds none of the accounts made before it.
+    assert add_user('hans', email).email_key == key
+
+
 def test_the_database_refuses_a_second_account_for_one_mailbox(mail_app):
     add_user('hans', 'hans@straße.de')
     db.session.add(User(username='other', email='HANS@xn--strae-oqa.de'))
