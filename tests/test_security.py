@@ -385,6 +385,18 @@ def test_security_headers_on_every_page(client, make_user, auth, path):
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ('avatars', 'images'),
+    [('local', "img-src 'self'"), ('gravatar', "img-src 'self' https://www.gravatar.com")],
+)
+def test_pages_may_load_images_from_the_site_and_gravatar_only_if_asked_for(
+    make_app, avatars, images
+):
+    response = make_app(AVATARS=avatars).test_client().get('/login')
+    assert images in response.headers['Content-Security-Policy'].split('; ')
+
+
+@pytest.mark.sqlite_only
 def test_error_pages_carry_the_headers_too(make_app):
     app = make_app(
         WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=True, RATELIMIT_LOGIN_PER_ADDRESS='1/hour'
