@@ -693,6 +693,16 @@ def test_password_rules_on_reset(client, make_user, password, message):
 
 
 @pytest.mark.sqlite_only
+def test_a_password_equal_to_a_username_unlike_the_email_is_refused_on_reset(client, make_user):
+    # The reset form has no username field: the rule reads the account's own name.
+    user = make_user('riverstone', email='lantern@example.com', password=PASSWORD)
+    response = reset_with(client, user.get_reset_password_token(), 'RiverStone')
+    assert response.status_code == 200
+    assert 'Your password cannot be your username or email address.' in response.text
+    assert user.check_password(PASSWORD)
+
+
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize('how', ['register', 'reset'])
 def test_long_passwords_are_never_truncated(client, make_user, how):
     assert len(LONG_PASSWORD) == 100
