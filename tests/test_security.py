@@ -385,6 +385,18 @@ def test_security_headers_on_every_page(client, make_user, auth, path):
 
 
 @pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ('avatars', 'images'),
+    [('local', "img-src 'self'"), ('gravatar', "img-src 'self' https://www.gravatar.com")],
+)
+def test_pages_may_load_images_from_the_site_and_gravatar_only_if_asked_for(
+    make_app, avatars, images
+):
+    response = make_app(AVATARS=avatars).test_client().get('/login')
+    assert images in response.headers['Content-Security-Policy'].split('; ')
+
+
+@pytest.mark.sqlite_only
 def test_error_pages_carry_the_headers_too(make_app):
     app = make_app(
         WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=True, RATELIMIT_LOGIN_PER_ADDRESS='1/hour'
@@ -678,6 +690,16 @@ def test_password_rules_on_reset(client, make_user, password, message):
         assert response.status_code == 200
         assert message in response.text
         assert user.check_password(PASSWORD)
+
+
+@pytest.mark.sqlite_only
+def test_a_password_equal_to_a_username_unlike_the_email_is_refused_on_reset(client, make_user):
+    # The reset form has no username field: the rule reads the account's own name.
+    user = make_user('riverstone', email='lantern@example.com', password=PASSWORD)
+    response = reset_with(client, user.get_reset_password_token(), 'RiverStone')
+    assert response.status_code == 200
+    assert 'Your password cannot be your username or email address.' in response.text
+    assert user.check_password(PASSWORD)
 
 
 @pytest.mark.sqlite_only

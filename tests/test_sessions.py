@@ -266,6 +266,14 @@ def test_a_new_session_is_last_seen_when_made_and_keeps_no_made_up_address(app, 
     assert row.ip_address is None
 
 
+def test_a_session_keeps_at_most_the_45_characters_its_address_column_holds(app, susan):
+    # Behind a proxy the address comes from a header, of any length; PostgreSQL
+    # refuses a longer value, and the login with it would fail.
+    address = '2001:db8:' + 'a' * 40
+    log_in(app.test_client(), address=address)
+    assert db.session.scalar(sa.select(UserSession.ip_address)) == address[:45]
+
+
 def test_a_reset_in_progress_is_no_sign_in_and_a_login_ends_its_row(app, client, susan):
     client.get(f'/reset_password/{susan.get_reset_password_token()}')
     with client.session_transaction() as session:
