@@ -399,7 +399,9 @@ def delivery_threads():
     return [t for t in threading.enumerate() if t.name == 'microblog-mail-delivery']
 
 
-LAST_PASS = """
+# A script's start: an app on the database of argv[1], sending to the server on argv[2].
+APP_SCRIPT = """
+import os
 import sys
 import time
 
@@ -422,6 +424,11 @@ class Settings(TestConfig):
 app = create_app(Settings)
 with app.app_context():
     db.create_all()
+"""
+
+LAST_PASS = (
+    APP_SCRIPT
+    + """\
     send_email(TEST_KIND, {'to': 'user0@example.com', 'label': 'last words'})
     # The process ends while its worker is sending (the server answers DATA slowly).
     deadline = time.monotonic() + 30
@@ -430,6 +437,7 @@ with app.app_context():
         db.session.rollback()
         time.sleep(0.05)
 """
+)
 
 
 class SlowDataHandler(RecordingHandler):
@@ -533,29 +541,9 @@ def test_stopping_the_thread_worker_ends_its_thread_and_waits_for_it(make_app, p
     assert not thread.is_alive()
 
 
-FORKED = """
-import os
-import sys
-
-import sqlalchemy as sa
-
-from app import create_app, db
-from app.mail import send_email
-from app.models import OutboundEmail
-from tests.helpers import TestConfig
-from tests.kinds import TEST_KIND
-
-
-class Settings(TestConfig):
-    SQLALCHEMY_DATABASE_URI = sys.argv[1]
-    MAIL_SUPPRESS_SEND = False
-    MAIL_SERVER = '127.0.0.1'
-    MAIL_PORT = int(sys.argv[2])
-
-
-app = create_app(Settings)
-with app.app_context():
-    db.create_all()
+FORKED = (
+    APP_SCRIPT
+    + """\
     app.extensions['mail_delivery'].flush()  # the worker runs, waiting for its next pass
     child = os.fork()
     if child == 0:
@@ -567,6 +555,7 @@ with app.app_context():
         os._exit(0 if sent else 3)
     sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
 """
+)
 
 
 @pytest.mark.sqlite_only
