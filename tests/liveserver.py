@@ -94,6 +94,11 @@ class LiveServer:
         return self.log_path.read_text()
 
 
+def _interruptible():
+    """In a child about to run a command: let SIGINT end it, as a terminal's Ctrl-C does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DevSite:
     """`make run` in ``folder``, on the project's virtualenv: the site as a developer runs it."""
 
@@ -134,6 +139,10 @@ class DevSite:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a process group of its own, stopped as Ctrl-C would
+            # As in a terminal, where Ctrl-C reaches a job in the foreground: a suite run
+            # in the background (`make test &`, nohup, CI runners) starts with SIGINT
+            # ignored, and every process inherits that, so `make run` would not stop.
+            preexec_fn=_interruptible,
         )
         if wait:
             wait_for(lambda: answers(self.url + '/login') or self.process.poll() is not None)
