@@ -131,6 +131,7 @@ def explain(statement, parameters):
     return ' | '.join(str(row[0]) for row in rows)
 
 
+@pytest.mark.fresh_database
 @pytest.mark.parametrize('path', ['/index', '/explore', '/user/author0'])
 def test_post_listings_use_indexes(app, make_user, auth, client, path):
     make_user('susan')

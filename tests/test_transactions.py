@@ -169,6 +169,7 @@ def test_a_failed_commit_of_a_read_still_serves_the_page(writer, monkeypatch, ca
     assert serve(writer, '/_test/read')[0].status_code == 200
 
 
+@pytest.mark.fresh_database
 def test_postgresql_keeps_the_pages_statements_prepared(make_app, database_url):
     """After a few pages, their statements are prepared and planned once for every reader."""
     if not database_url.startswith('postgresql'):
