@@ -209,3 +209,77 @@ def test_postgresql_keeps_the_pages_statements_prepared(make_app, database_url):
     assert len(listings) == 3, statements
     # Planned once and reused: a listing planned anew for each reader has no generic plan.
     assert all(generic > 0 for _, generic in listings), listings
+
+
+@pytest.fixture
+def reader(make_app, database_url):
+    """On PostgreSQL, an app with one pooled connection and routes that say how they ran."""
+    if not database_url.startswith('postgresql'):
+        pytest.skip('reads outside a transaction are for PostgreSQL')
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={'pool_size': 1, 'max_overflow': 0})
+
+    def status():
+        connection = db.session.connection().connection.dbapi_connection
+        return connection.info.transaction_status.name
+
+    def plain():
+        db.session.scalar(sa.select(User.id).where(User.username == 'susan'))
+        return status()
+
+    def locked():
+        db.session.scalar(sa.select(User.id).where(User.username == 'susan').with_for_update())
+        return status()
+
+    def text():
+        db.session.execute(sa.text('SELECT 1'))
+        return status()
+
+    def two_writes():
+        """Two writes, the second refused: neither may stay."""
+        susan = db.session.scalar(sa.select(User).where(User.username == 'susan'))
+        db.session.execute(sa.insert(Post).values(body='first', user_id=susan.id))
+        try:
+            db.session.execute(sa.update(User).where(User.id == susan.id).values(username=None))
+        except sa.exc.IntegrityError:
+            db.session.rollback()
+            return 'refused'
+        return 'kept'
+
+    for view in (plain, locked, text, two_writes):
+        app.add_url_rule(f'/_test/{view.__name__}', view_func=view, methods=['GET', 'POST'])
+    with app.app_context():
+        db.session.add(User(username='susan', email='susan@example.com'))
+        db.session.commit()
+        db.session.remove()
+        yield app
+        db.session.remove()
+
+
+def test_a_safe_request_reads_outside_a_transaction_and_anything_else_inside(reader):
+    """No BEGIN and no COMMIT for a GET's plain reads: two round trips fewer a page."""
+    assert serve(reader, '/_test/plain')[0].text == 'IDLE'
+    assert serve(reader, '/_test/plain', 'HEAD')[0].status_code == 200
+    assert serve(reader, '/_test/plain', 'POST')[0].text == 'INTRANS'
+
+
+@pytest.mark.parametrize('path', ['locked', 'text'])
+def test_a_locking_or_text_statement_of_a_safe_request_runs_in_a_transaction(reader, path):
+    """A row lock is held to the end of the request; SQL written as text may be anything."""
+    assert serve(reader, f'/_test/{path}')[0].text == 'INTRANS'
+
+
+def test_the_writes_of_a_safe_request_stay_one_transaction(reader):
+    response, _ = serve(reader, '/_test/two_writes')
+    assert response.text == 'refused'
+    with db.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(Post)).scalar() == 0
+
+
+def test_a_connection_goes_back_to_the_pool_in_transactions(reader):
+    """The next user of the connection (a form, the delivery worker) gets transactions."""
+    assert serve(reader, '/_test/plain')[0].text == 'IDLE'
+    connection = db.engine.raw_connection()  # the pool's one connection
+    try:
+        assert connection.dbapi_connection.autocommit is False
+    finally:
+        connection.close()
