@@ -126,11 +126,22 @@ def pytest_sessionstart(session):
 # README's deployments): collected first, so that the test workers begin with them
 # instead of ending on them while the other worker idles.
 SLOWEST_FIRST = ('tests/browser/', 'tests/test_readme.py', 'tests/test_make_run.py')
+# Files whose tests share what a module or session fixture starts once (a browser and a
+# `make run`, the README's virtualenv, a certificate): each goes to one test process
+# whole. Every other test is handed out on its own, so that both processes finish
+# together rather than one waiting while the other ends a long file.
+WHOLE_FILES = (*SLOWEST_FIRST, 'tests/test_startup.py')
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Put the slowest files first (`make test` hands files out in this order)."""
+    """Put the slowest files first (`make test` hands tests out in this order), grouped."""
     items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))
+    for item in items:
+        if item.nodeid.startswith(WHOLE_FILES):
+            path = item.nodeid.split('::')[0]
+            group = 'browser' if path.startswith('tests/browser/') else path
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_generate_tests(metafunc):
