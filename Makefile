@@ -40,13 +40,13 @@ mail-sink: venv
 	@$(DEV_SETTINGS) $(BIN)/flask mail sink --host $(HOST) --port $(MAIL_PORT)
 
 # The suite runs on TEST_WORKERS processes (pytest-xdist), the slowest files first and
-# whole, every other test on its own (tests/conftest.py), so that no process ends alone
+# whole, every other test on its own (pytest_xdist_make_scheduler in tests/conftest.py), so that no process ends alone
 # on a long file; each has its own PostgreSQL database and Redis database (see README).
 # TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 
 test: venv
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -126,22 +126,38 @@ def pytest_sessionstart(session):
 # README's deployments): collected first, so that the test workers begin with them
 # instead of ending on them while the other worker idles.
 SLOWEST_FIRST = ('tests/browser/', 'tests/test_readme.py', 'tests/test_make_run.py')
-# Files whose tests share what a module or session fixture starts once (a browser and a
-# `make run`, the README's virtualenv, a certificate): each goes to one test process
-# whole. Every other test is handed out on its own, so that both processes finish
-# together rather than one waiting while the other ends a long file.
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put the slowest files first (`make test` hands tests out in this order)."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))
+
+
+# Files whose tests share what a module or session fixture starts once (a browser and
+# its `make run`, the README's virtualenv, a certificate): one test process runs each
+# whole. The browser files share one browser and one `make run` for the session.
 WHOLE_FILES = (*SLOWEST_FIRST, 'tests/test_startup.py')
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Put the slowest files first (`make test` hands tests out in this order), grouped."""
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))
-    for item in items:
-        if item.nodeid.startswith(WHOLE_FILES):
-            path = item.nodeid.split('::')[0]
-            group = 'browser' if path.startswith('tests/browser/') else path
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    """Hand out the WHOLE_FILES whole and every other test on its own (`make test`).
+
+    With a whole file to a process, a run ended with one process finishing a long file
+    while the other waited. pytest-xdist's own grouping (``--dist loadgroup`` and the
+    ``xdist_group`` mark) groups nothing under pytest 9, whose node ids it can no longer
+    rewrite; its scheduler by scope, given our scopes, does the same.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WholeFilesScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            if nodeid.startswith('tests/browser/'):
+                return 'tests/browser/'
+            if nodeid.startswith(WHOLE_FILES):
+                return nodeid.split('::', 1)[0]
+            return nodeid
+
+    return WholeFilesScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc):
