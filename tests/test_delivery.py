@@ -234,13 +234,18 @@ def test_an_unexpected_error_in_sending_fails_that_message_alone_on_a_new_connec
     assert logged.levelno == logging.ERROR and isinstance(logged.exc_info[1], ValueError)
 
 
-def test_the_worker_waits_for_retries_but_not_for_messages_never_tried(manual_app):
+def test_the_worker_waits_for_retries_and_leases_but_not_for_messages_never_tried(manual_app):
     queue_messages(1)
     # Never tried: it woke the worker when it was stored, or waits for the worker's beat.
     assert next_retry_at() is None
     deliver_pending()  # nothing listens on the port: a retry in 30 s
     (row,) = rows()
     assert (row.attempts, next_retry_at()) == (1, row.next_attempt_at)
+    # A sender that claims a message and dies: it is taken over when its lease runs out.
+    manual_app.config['MAIL_CLAIM_TIMEOUT'] = 10
+    queue_messages(1, prefix='claimed')
+    (held,) = claim_due(utcnow(), 'a-sender-that-dies', 10)
+    assert next_retry_at() == held.claimed_until < row.next_attempt_at
 
 
 def test_permanent_refusal_fails_at_once(manual_app, port):
