@@ -266,7 +266,7 @@ def keyed_state(key, *parts):
 def signing_keys():
     """The current secret key first, then any fallbacks still accepted."""
     config = current_app.config
-    return [config['SECRET_KEY'], *config.get('SECRET_KEY_FALLBACKS', [])]
+    return [config['SECRET_KEY'], *config['SECRET_KEY_FALLBACKS']]
 
 
 def decode_signed(token, require):

@@ -24,12 +24,14 @@ from app.mail.outbox import (
     closes_connection,
     describe,
     is_permanent,
+    next_retry_at,
     renew,
     take,
 )
+from app.mail.smtp import Courier
 from app.models import OutboundEmail, utcnow
 from tests.helpers import TEST_REDIS_URL
-from tests.kinds import TEST_KIND, build_delivery_test, label_of
+from tests.kinds import BROKEN_KIND, TEST_KIND, build_delivery_test, label_of
 from tests.mailserver import HangUpServer, MailServer, RecordingHandler, free_port
 
 
@@ -144,6 +146,106 @@ def test_after_the_last_attempt_it_fails_and_retry_sends_it(manual_app, port, ca
         assert len(server.messages) == 1
     finally:
         server.stop()
+
+
+def test_each_retry_and_the_giving_up_are_logged_as_an_admin_reads_them(manual_app, port, caplog):
+    server = MailServer(port).start()
+    server.handler.script = ['451 Try again later'] * 3
+    try:
+        queue_messages(1)
+        (row,) = rows()
+        with caplog.at_level(logging.WARNING):
+            deliver_pending()
+            deliver_pending(now=later(31))
+            deliver_pending(now=later(200))
+    finally:
+        server.stop()
+    start = f'Email {row.id} (delivery_test) to user0@example.com'
+    answer = '451 Try again later'
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [(level, text) for level, text in logged if text.startswith(start)] == [
+        (logging.WARNING, f'{start} not sent (attempt 1 of 3), retrying in 30 s: {answer}'),
+        (logging.WARNING, f'{start} not sent (attempt 2 of 3), retrying in 60 s: {answer}'),
+        (logging.ERROR, f'{start} failed after 3 attempt(s), giving up: {answer}'),
+    ]
+
+
+def test_a_message_that_cannot_be_built_fails_at_once_and_logs_its_traceback(manual_app, caplog):
+    send_email(BROKEN_KIND, {'to': 'user0@example.com'}, recipient='user0@example.com')
+    with caplog.at_level(logging.ERROR):
+        assert len(deliver_pending().failed) == 1
+    (row,) = rows()
+    assert (row.status, row.attempts, row.recipient) == ('failed', 1, 'user0@example.com')
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith(f'Email {row.id} ')]
+    assert logged.getMessage() == (
+        f'Email {row.id} (broken_builder) to user0@example.com failed after 1 attempt(s), '
+        'giving up: RuntimeError: builder bug for user0@example.com'
+    )
+    assert logged.levelno == logging.ERROR and isinstance(logged.exc_info[1], RuntimeError)
+
+
+def test_an_error_is_stored_and_logged_whole_up_to_a_thousand_characters(manual_app, caplog):
+    prefix = 'RuntimeError: builder bug for '
+    for length in (1000, 1001):
+        send_email(BROKEN_KIND, {'to': 'x' * (length - len(prefix))})
+    with caplog.at_level(logging.ERROR):
+        deliver_pending()
+    whole, cut = rows()
+    assert whole.last_error == prefix + 'x' * 970
+    assert cut.last_error == prefix + 'x' * 969 + '…'
+    logged = [record.getMessage() for record in caplog.records]
+    assert sum(text.endswith(f'giving up: {whole.last_error}') for text in logged) == 1
+    assert sum(text.endswith(f'giving up: {cut.last_error}') for text in logged) == 1
+
+
+def test_an_unexpected_error_in_sending_fails_that_message_alone_on_a_new_connection(
+    manual_app, port, monkeypatch, caplog
+):
+    send = Courier.send
+
+    def choke_on_user1(courier, message, quiet):
+        """The mail library raising what no SMTP error handler expects, for one message."""
+        if message.recipients == ['user1@example.com']:
+            raise ValueError('the mail library choked')
+        return send(courier, message, quiet=quiet)
+
+    monkeypatch.setattr(Courier, 'send', choke_on_user1)
+    manual_app.config['MAIL_CONNECTIONS'] = 1
+    for number in range(3):
+        # Queued as typed; sent to the address the builder gives.
+        data = {'to': f'user{number}@example.com', 'label': str(number)}
+        send_email(TEST_KIND, data, recipient=f'User{number}@example.com')
+    server = MailServer(port).start()
+    try:
+        with caplog.at_level(logging.ERROR):
+            report = deliver_pending()
+        assert server.handler.connections == 2  # the connection is not trusted after the error
+    finally:
+        server.stop()
+    first, choked, last = rows()
+    assert (report.sent, report.failed) == ([first.id, last.id], [choked.id])
+    assert (choked.status, choked.attempts, choked.recipient, choked.last_error) == (
+        'failed',
+        1,
+        'user1@example.com',
+        'ValueError: the mail library choked',
+    )
+    (logged,) = [r for r in caplog.records if r.getMessage().startswith(f'Email {choked.id} ')]
+    assert logged.levelno == logging.ERROR and isinstance(logged.exc_info[1], ValueError)
+
+
+def test_the_worker_waits_for_retries_and_leases_but_not_for_messages_never_tried(manual_app):
+    queue_messages(1)
+    # Never tried: it woke the worker when it was stored, or waits for the worker's beat.
+    assert next_retry_at() is None
+    deliver_pending()  # nothing listens on the port: a retry in 30 s
+    (row,) = rows()
+    assert (row.attempts, next_retry_at()) == (1, row.next_attempt_at)
+    # A sender that claims a message and dies: it is taken over when its lease runs out.
+    manual_app.config['MAIL_CLAIM_TIMEOUT'] = 10
+    queue_messages(1, prefix='claimed')
+    (held,) = claim_due(utcnow(), 'a-sender-that-dies', 10)
+    assert next_retry_at() == held.claimed_until < row.next_attempt_at
 
 
 def test_permanent_refusal_fails_at_once(manual_app, port):

@@ -21,6 +21,7 @@ import app.models
 from app import db
 from app.mail import deliver_pending, kinds, queue_email, send_email
 from app.mail.outbox import DeliveryReport, Sender, candidate_ids, claim_due, take
+from app.mail.smtp import Courier
 from app.models import OutboundEmail, User, utcnow
 from tests.helpers import PASSWORD, links_in
 from tests.kinds import BROKEN_KIND, TEST_KIND, build_delivery_test
@@ -116,6 +117,30 @@ def test_the_reset_email_reaches_exactly_the_stored_address(mail_app, server, st
     assert [received.rcpt_tos for received in server.messages] == [[rcpt]]
     assert server.messages[0].message['To'] == rcpt
     assert outbox_rows()[0].recipient == stored
+
+
+@pytest.mark.parametrize('answer', [None, '451 Try again later'])  # None: the server is down
+def test_a_reset_email_that_must_wait_names_the_stored_address_to_the_admin(
+    mail_app, port, caplog, answer
+):
+    add_user('hans', 'hans@straße.de')
+    request_reset(mail_app, 'HANS@STRAẞE.DE')
+    assert outbox_rows()[0].recipient == 'HANS@straße.de'  # as typed, until it is built
+    server = MailServer(port).start() if answer else None
+    try:
+        if server:
+            server.handler.script = [answer]
+        with caplog.at_level(logging.WARNING):
+            assert len(deliver_pending().retrying) == 1
+    finally:
+        if server:
+            server.stop()
+    row = outbox_rows()[0]
+    assert row.recipient == 'hans@straße.de'  # as `flask mail status` shows it
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(
+        text.startswith(f'Email {row.id} (reset_password) to hans@straße.de ') for text in logged
+    )
 
 
 def test_the_sender_of_an_international_domain_goes_out_in_ascii(make_app, port, server):
@@ -326,6 +351,35 @@ def test_a_poison_message_fails_alone(mail_app, server, caplog):
     assert deliver_pending().attempted == 0  # and never tried again
 
 
+def test_a_stored_message_of_a_kind_no_longer_registered_fails_alone(mail_app, server, caplog):
+    # Stored by an earlier release, which had this kind of email.
+    db.session.execute(
+        sa.insert(OutboundEmail).values(
+            kind='retired_notice',
+            data={'user_id': 1},
+            recipient='user0@example.com',
+            status='pending',
+            attempts=0,
+            created_at=utcnow(),
+            next_attempt_at=utcnow(),
+        )
+    )
+    db.session.commit()
+    queue_due(1)
+    mail_app.config['MAIL_CONNECTIONS'] = 1
+    with caplog.at_level(logging.ERROR):
+        report = deliver_pending()
+    retired, other = outbox_rows()
+    assert (report.failed, report.sent) == ([retired.id], [other.id])
+    assert (retired.status, retired.attempts, retired.last_error) == (
+        'failed',
+        1,
+        "no kind of email is registered as 'retired_notice'",
+    )
+    assert [received.rcpt_tos for received in server.messages] == [['user0@example.com']]
+    assert deliver_pending().attempted == 0  # and never tried again
+
+
 def test_a_server_error_mid_batch_fails_one_message_and_the_rest_go(mail_app, server):
     server.handler.script = ['250 ok', '554 Message rejected as spam', '452 Mailbox full']
     for number in range(6):
@@ -408,6 +462,18 @@ def test_a_request_older_than_the_link_max_age_is_dropped(mail_app, server, capl
     # The log names the message, its kind and the reason, as the row does.
     logged = [record.getMessage() for record in caplog.records]
     assert f'Email {row.id} ({row.kind}) dropped: {row.last_error}' in logged
+
+
+def test_a_message_about_an_account_deleted_since_is_dropped_and_says_why(mail_app, server, caplog):
+    queue_email('password_changed', {'user_id': 42})  # an account that is gone by now
+    db.session.commit()
+    with caplog.at_level(logging.INFO):
+        report = deliver_pending()
+    row = outbox_rows()[0]
+    assert report.dropped == [row.id] and server.messages == []
+    assert row.last_error == 'the account no longer exists'
+    logged = [record.getMessage() for record in caplog.records]
+    assert f'Email {row.id} (password_changed) dropped: the account no longer exists' in logged
 
 
 def every_stored_value():
@@ -518,6 +584,33 @@ def test_concurrent_passes_never_raise_nor_send_twice(mail_app, server):
     rcpts = sorted(received.rcpt_tos[0] for received in server.messages)
     assert rcpts == sorted(f'user{number}@example.com' for number in range(20))
     assert sorted(row.status for row in outbox_rows()) == ['dropped'] + ['sent'] * 20
+
+
+def test_a_sender_whose_database_fails_stops_and_says_so_and_the_others_go_on(
+    mail_app, server, caplog
+):
+    mail_app.config['MAIL_CONNECTIONS'] = 2
+    queue_due(4)
+    once = threading.Lock()  # taken by the first failure, never given back
+
+    def the_database_goes_away_once(conn, cursor, statement, parameters, context, many):
+        """The first write of a "sent" outcome fails as a lost connection would."""
+        writes_sent = statement.startswith('UPDATE outbound_email') and 'sent_at' in statement
+        if writes_sent and once.acquire(blocking=False):
+            raise sa.exc.OperationalError(statement, parameters, OSError('connection lost'))
+
+    sa.event.listen(db.engine, 'before_cursor_execute', the_database_goes_away_once)
+    try:
+        with caplog.at_level(logging.ERROR):
+            report = deliver_pending()
+    finally:
+        sa.event.remove(db.engine, 'before_cursor_execute', the_database_goes_away_once)
+    (stopped,) = [r for r in caplog.records if r.getMessage() == 'An email sender stopped']
+    assert stopped.levelno == logging.ERROR
+    assert isinstance(stopped.exc_info[1], sa.exc.OperationalError)
+    # Its message went out unrecorded: its lease brings it back. The other sender sent the rest.
+    assert len(report.sent) == 3 and len(server.messages) == 4
+    assert sorted(row.status for row in outbox_rows()) == ['sending', 'sent', 'sent', 'sent']
 
 
 # Parallel senders
@@ -704,6 +797,36 @@ def test_a_sender_whose_lease_ran_out_leaves_what_was_taken_over(mail_app, serve
     assert sender.report.sent == [held[0].id]
     assert len(server.messages) == 1
     assert [row.claimed_by for row in outbox_rows()] == [None, 'worker-b', 'worker-b']
+
+
+def test_a_message_is_attempted_only_with_an_attempts_time_left_on_its_lease(
+    mail_app, server, monkeypatch
+):
+    """An attempt can take three MAIL_TIMEOUTs and more: a lease with less time than that
+    left is renewed first, so that no other worker takes the message over mid-send."""
+    queue_due(1)
+    now = utcnow()
+    sender = Sender(now, DeliveryReport())
+    (held,) = claim_due(now, sender.worker, 10)
+    attempt = timedelta(seconds=3 * mail_app.config['MAIL_TIMEOUT'] + 5)
+    send = Courier.send
+    lease_left = []
+
+    def watch_the_lease(courier, message, quiet):
+        """How long the message's lease still runs as its attempt begins."""
+        until = db.session.scalar(
+            sa.select(OutboundEmail.claimed_until).where(OutboundEmail.id == held.id)
+        )
+        lease_left.append(until - sender.now)
+        return send(courier, message, quiet=quiet)
+
+    monkeypatch.setattr(Courier, 'send', watch_the_lease)
+    # The sender comes to the message with a second less than an attempt left on its lease.
+    sender.now = held.claimed_until - attempt + timedelta(seconds=1)
+    sender.send_held([held])
+    sender.courier.hang_up()
+    assert sender.report.sent == [held.id] and len(server.messages) == 1
+    assert lease_left[0] >= attempt
 
 
 class AuthRequired:

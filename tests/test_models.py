@@ -1,7 +1,7 @@
 """The model's face: passwords, avatars, the follow graph and the followed-posts query."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import sqlalchemy as sa
@@ -114,6 +114,27 @@ def test_a_confirmation_state_changes_with_each_thing_it_binds(app):
     user.email_confirmed_at += timedelta(seconds=1)
     assert user.confirm_state() != confirmed
     assert user.has_confirm_state(user.confirm_state()) and not user.has_confirm_state(confirmed)
+
+
+# The states that reset and confirmation links carry, as every release so far has
+# computed them. A link outlives the process that sent it (a confirmation link is valid
+# for days): computed another way, every link already sent would stop working at the
+# upgrade. Change these only on purpose, knowing that.
+EARLIER_KEY = 'the-secret-key-of-an-earlier-release-32-bytes'
+EARLIER_HASH = 'scrypt:32768:8:1$salt$' + '0' * 128
+
+
+def test_the_links_already_sent_keep_working_across_an_upgrade(app):
+    user = User(id=7, username='zoe', email='Zoe@example.com')
+    # An account made by an admin: no password, never logged in, not confirmed.
+    assert user.reset_state(EARLIER_KEY) == 'a374fb30694a3345b19cea2e06a4bfeb'
+    assert user.confirm_state(EARLIER_KEY) == '9f0ccbd5fcb9953ce472a8033db4c2f8'
+    user.password_hash = EARLIER_HASH
+    assert user.reset_state(EARLIER_KEY) == '090a51e92e52c3a5695b35affaf3b548'
+    user.last_login_at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    assert user.reset_state(EARLIER_KEY) == 'd0d8b32a74b46ffb2afd880c887eebbc'
+    user.email_confirmed_at = datetime(2026, 12, 2, 10, 0, 5, 123456, tzinfo=UTC)
+    assert user.confirm_state(EARLIER_KEY) == '860cfb9ecc3c6d7f109e3b1bd5441dbb'
 
 
 def signed_token_of_length(length, key):

@@ -40,14 +40,8 @@ def queue_email(kind, data, recipient=None):
     """
     if get_kind(kind) is None:
         raise LookupError(f'no kind of email is registered as {kind!r}')
-    email = OutboundEmail(
-        kind=kind,
-        data=dict(data),
-        recipient=recipient,
-        status=OutboundEmail.PENDING,
-        attempts=0,
-        next_attempt_at=utcnow(),
-    )
+    # Pending, never tried, due at once: the model's defaults for a new row.
+    email = OutboundEmail(kind=kind, data=dict(data), recipient=recipient)
     db.session.add(email)
     db.session.info.setdefault(QUEUED_KINDS, set()).add(kind)
     return email

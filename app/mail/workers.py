@@ -24,6 +24,12 @@ from app.mail.kinds import get_kind
 from app.mail.outbox import QUEUED_KINDS, deliver_pending, next_retry_at
 from app.models import utcnow
 
+# The worker's beat draws from the operating system: drawing from the process's shared
+# generator in a background thread moved its state under whatever else was using it
+# (Hypothesis, in the tests, refuses a draw during which it moved), and a generator of
+# its own would repeat its parent's numbers in every forked process.
+_jitter = random.SystemRandom()
+
 
 class ThreadBackend:
     """One delivery worker thread per process, woken when a message is stored or a retry is due."""
@@ -101,7 +107,7 @@ class ThreadBackend:
                 self._wake = False
             # Each process keeps its own irregular beat, so that the workers of several
             # processes spread their passes instead of running them together.
-            delay = poll * random.uniform(0.75, 1.25)
+            delay = poll * _jitter.uniform(0.75, 1.25)
             with self.app.app_context():
                 try:
                     deliver_pending()
