@@ -20,9 +20,12 @@ from email_validator import EmailNotValidError, validate_email
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 
-# RFC 5321: a path is at most 256 octets, with its angle brackets.
-MAX_SMTP_ADDRESS = 254
 _parse_header = HeaderRegistry()
+
+
+def N_(text):  # noqa: N802 - gettext's name for a string marked to translate elsewhere
+    """``text`` itself, marked for the catalogue: it is translated where it is shown."""
+    return text
 
 
 class UndeliverableAddressError(ValueError):
@@ -31,10 +34,9 @@ class UndeliverableAddressError(ValueError):
     ``describe_problem`` says it to the person, in their language.
     """
 
-    def __init__(self, message, problem='invalid', **values):
+    def __init__(self, message, problem='invalid'):
         super().__init__(message)
         self.problem = problem
-        self.values = values
 
 
 def describe_problem(exc):
@@ -44,7 +46,7 @@ def describe_problem(exc):
     and in another language any other says only that the address is not valid.
     """
     if exc.problem in _PROBLEMS:
-        return gettext(_PROBLEMS[exc.problem], **exc.values)
+        return gettext(_PROBLEMS[exc.problem])
     known = _VALIDATOR_MESSAGES.get(str(exc))
     if known is not None:
         return str(known)
@@ -54,16 +56,14 @@ def describe_problem(exc):
     return gettext('This is not a valid email address.')
 
 
+# The problems this module finds itself, in English (the exception's message, which logs
+# and `flask mail status` show), translated by ``describe_problem``.
 _PROBLEMS = {
-    'too_long': _l(
-        'The address is too long to send email to (%(length)d characters once its domain is '
-        'encoded; at most %(most)d).'
-    ),
-    'encoded_word': _l(
+    'encoded_word': N_(
         'The part before the @-sign reads as an encoded header word, so mail programs '
         'would show another address.'
     ),
-    'smtputf8': _l(
+    'smtputf8': N_(
         'We cannot send email to an address with letters outside A to Z before the '
         '@-sign. Please use another address.'
     ),
@@ -119,21 +119,11 @@ def smtp_address(address):
         valid = _validated(address, smtputf8=False)
     except EmailNotValidError as exc:
         raise UndeliverableAddressError(str(exc)) from None
+    # email-validator has refused an address longer than SMTP takes (RFC 5321: 254
+    # characters, a path being 256 octets with its angle brackets), counted in this form.
     ascii_address = valid.ascii_email
-    if len(ascii_address) > MAX_SMTP_ADDRESS:
-        raise UndeliverableAddressError(
-            f'The address is too long to send email to ({len(ascii_address)} characters '
-            f'once its domain is encoded; at most {MAX_SMTP_ADDRESS}).',
-            'too_long',
-            length=len(ascii_address),
-            most=MAX_SMTP_ADDRESS,
-        )
     if '=?' in valid.local_part or not _survives_headers(ascii_address):
-        raise UndeliverableAddressError(
-            'The part before the @-sign reads as an encoded header word, so mail programs '
-            'would show another address.',
-            'encoded_word',
-        )
+        raise UndeliverableAddressError(_PROBLEMS['encoded_word'], 'encoded_word')
     return ascii_address
 
 
@@ -168,10 +158,6 @@ def deliverable_address(address):
     except EmailNotValidError as exc:
         raise UndeliverableAddressError(str(exc)) from None
     if valid.smtputf8:
-        raise UndeliverableAddressError(
-            'We cannot send email to an address with letters outside A to Z before the '
-            '@-sign. Please use another address.',
-            'smtputf8',
-        )
+        raise UndeliverableAddressError(_PROBLEMS['smtputf8'], 'smtputf8')
     smtp_address(valid.normalized)
     return valid.normalized
