@@ -31,10 +31,12 @@ def N_(text):  # noqa: N802 - gettext's name for a string marked to translate el
 class UndeliverableAddressError(ValueError):
     """An address this app cannot send email to; the message says why, in English (logs).
 
-    ``describe_problem`` says it to the person, in their language.
+    ``describe_problem`` says it to the person, in their language: by its ``problem``
+    (a key of ``_PROBLEMS``), or, for email-validator's own refusals (``None``), by
+    translating its message where it can.
     """
 
-    def __init__(self, message, problem='invalid'):
+    def __init__(self, message, problem=None):
         super().__init__(message)
         self.problem = problem
 
@@ -85,7 +87,7 @@ _VALIDATOR_MESSAGES = {
 }
 
 
-def _validated(address, smtputf8):
+def _validated(address, smtputf8=True):
     return validate_email(address.strip(), check_deliverability=False, allow_smtputf8=smtputf8)
 
 
@@ -96,7 +98,7 @@ def normalize_address(address):
     compared; forms refuse it before it is stored.
     """
     try:
-        return _validated(address, smtputf8=True).normalized
+        return _validated(address).normalized
     except EmailNotValidError:
         return address.strip()
 
@@ -107,7 +109,7 @@ def lookup_key(address):
     None for a string that is not an email address at all.
     """
     try:
-        valid = _validated(address, smtputf8=True)
+        valid = _validated(address)
     except EmailNotValidError:
         return None
     return f'{valid.local_part.casefold()}@{valid.ascii_domain.lower()}'
@@ -130,7 +132,8 @@ def smtp_address(address):
 def smtp_sender(sender):
     """A sender such as ``Microblog <no-reply@straße.de>`` with its address in SMTP's ASCII form."""
     name, address = parseaddr(sender)
-    return formataddr((name, smtp_address(address))) if name else smtp_address(address)
+    # Without a name, formataddr gives the bare address.
+    return formataddr((name, smtp_address(address)))
 
 
 def _survives_headers(ascii_address):
@@ -154,7 +157,7 @@ def _survives_headers(ascii_address):
 def deliverable_address(address):
     """The form of ``address`` to store; UndeliverableAddressError if mail cannot reach it."""
     try:
-        valid = _validated(address, smtputf8=True)
+        valid = _validated(address)
     except EmailNotValidError as exc:
         raise UndeliverableAddressError(str(exc)) from None
     if valid.smtputf8:
