@@ -178,7 +178,7 @@ class RQBackend:
         per_sender = config['MAIL_TIMEOUT'] * (config['MAIL_BATCH_SIZE'] + 5)
         return per_sender * 10 + 60
 
-    def flush(self, timeout=30):
+    def flush(self, timeout=None):
         """Nothing to wait for here: the workers are other processes."""
 
     def stop(self):
@@ -197,7 +197,7 @@ class ManualBackend:
     def notify(self, *, wake):
         """Nothing to wake."""
 
-    def flush(self, timeout=30):
+    def flush(self, timeout=None):
         """Nothing to wait for."""
 
     def stop(self):
