@@ -20,21 +20,25 @@ from email_validator import EmailNotValidError, validate_email
 from flask_babel import get_locale, gettext
 from flask_babel import lazy_gettext as _l
 
-# RFC 5321: a path is at most 256 octets, with its angle brackets.
-MAX_SMTP_ADDRESS = 254
 _parse_header = HeaderRegistry()
+
+
+def N_(text):  # noqa: N802 - gettext's name for a string marked to translate elsewhere
+    """``text`` itself, marked for the catalogue: it is translated where it is shown."""
+    return text
 
 
 class UndeliverableAddressError(ValueError):
     """An address this app cannot send email to; the message says why, in English (logs).
 
-    ``describe_problem`` says it to the person, in their language.
+    ``describe_problem`` says it to the person, in their language: by its ``problem``
+    (a key of ``_PROBLEMS``), or, for email-validator's own refusals (``None``), by
+    translating its message where it can.
     """
 
-    def __init__(self, message, problem='invalid', **values):
+    def __init__(self, message, problem=None):
         super().__init__(message)
         self.problem = problem
-        self.values = values
 
 
 def describe_problem(exc):
@@ -44,7 +48,7 @@ def describe_problem(exc):
     and in another language any other says only that the address is not valid.
     """
     if exc.problem in _PROBLEMS:
-        return gettext(_PROBLEMS[exc.problem], **exc.values)
+        return gettext(_PROBLEMS[exc.problem])
     known = _VALIDATOR_MESSAGES.get(str(exc))
     if known is not None:
         return str(known)
@@ -54,16 +58,14 @@ def describe_problem(exc):
     return gettext('This is not a valid email address.')
 
 
+# The problems this module finds itself, in English (the exception's message, which logs
+# and `flask mail status` show), translated by ``describe_problem``.
 _PROBLEMS = {
-    'too_long': _l(
-        'The address is too long to send email to (%(length)d characters once its domain is '
-        'encoded; at most %(most)d).'
-    ),
-    'encoded_word': _l(
+    'encoded_word': N_(
         'The part before the @-sign reads as an encoded header word, so mail programs '
         'would show another address.'
     ),
-    'smtputf8': _l(
+    'smtputf8': N_(
         'We cannot send email to an address with letters outside A to Z before the '
         '@-sign. Please use another address.'
     ),
@@ -85,7 +87,7 @@ _VALIDATOR_MESSAGES = {
 }
 
 
-def _validated(address, smtputf8):
+def _validated(address, smtputf8=True):
     return validate_email(address.strip(), check_deliverability=False, allow_smtputf8=smtputf8)
 
 
@@ -96,7 +98,7 @@ def normalize_address(address):
     compared; forms refuse it before it is stored.
     """
     try:
-        return _validated(address, smtputf8=True).normalized
+        return _validated(address).normalized
     except EmailNotValidError:
         return address.strip()
 
@@ -107,7 +109,7 @@ def lookup_key(address):
     None for a string that is not an email address at all.
     """
     try:
-        valid = _validated(address, smtputf8=True)
+        valid = _validated(address)
     except EmailNotValidError:
         return None
     return f'{valid.local_part.casefold()}@{valid.ascii_domain.lower()}'
@@ -119,28 +121,19 @@ def smtp_address(address):
         valid = _validated(address, smtputf8=False)
     except EmailNotValidError as exc:
         raise UndeliverableAddressError(str(exc)) from None
+    # email-validator has refused an address longer than SMTP takes (RFC 5321: 254
+    # characters, a path being 256 octets with its angle brackets), counted in this form.
     ascii_address = valid.ascii_email
-    if len(ascii_address) > MAX_SMTP_ADDRESS:
-        raise UndeliverableAddressError(
-            f'The address is too long to send email to ({len(ascii_address)} characters '
-            f'once its domain is encoded; at most {MAX_SMTP_ADDRESS}).',
-            'too_long',
-            length=len(ascii_address),
-            most=MAX_SMTP_ADDRESS,
-        )
     if '=?' in valid.local_part or not _survives_headers(ascii_address):
-        raise UndeliverableAddressError(
-            'The part before the @-sign reads as an encoded header word, so mail programs '
-            'would show another address.',
-            'encoded_word',
-        )
+        raise UndeliverableAddressError(_PROBLEMS['encoded_word'], 'encoded_word')
     return ascii_address
 
 
 def smtp_sender(sender):
     """A sender such as ``Microblog <no-reply@straße.de>`` with its address in SMTP's ASCII form."""
     name, address = parseaddr(sender)
-    return formataddr((name, smtp_address(address))) if name else smtp_address(address)
+    # Without a name, formataddr gives the bare address.
+    return formataddr((name, smtp_address(address)))
 
 
 def _survives_headers(ascii_address):
@@ -164,14 +157,10 @@ def _survives_headers(ascii_address):
 def deliverable_address(address):
     """The form of ``address`` to store; UndeliverableAddressError if mail cannot reach it."""
     try:
-        valid = _validated(address, smtputf8=True)
+        valid = _validated(address)
     except EmailNotValidError as exc:
         raise UndeliverableAddressError(str(exc)) from None
     if valid.smtputf8:
-        raise UndeliverableAddressError(
-            'We cannot send email to an address with letters outside A to Z before the '
-            '@-sign. Please use another address.',
-            'smtputf8',
-        )
+        raise UndeliverableAddressError(_PROBLEMS['smtputf8'], 'smtputf8')
     smtp_address(valid.normalized)
     return valid.normalized

@@ -123,7 +123,7 @@ def sign_in_as(client, user, remember=False):
     from app.auth.sessions import sign_in
 
     with client.application.test_request_context():
-        sign_in(user, remember)
+        sign_in(user, remember=remember)
         key = user.get_id()
     with client.session_transaction() as session:
         session['_user_id'] = key

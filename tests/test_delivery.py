@@ -7,6 +7,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -643,6 +644,79 @@ def test_stopping_the_thread_worker_ends_its_thread_and_waits_for_it(make_app, p
     assert not thread.is_alive()
 
 
+def test_waiting_for_a_pass_that_does_not_end_gives_up_at_the_limit_and_says_so(
+    make_app, monkeypatch
+):
+    # A pass held up (by a server that never answers, say) does not hang whoever waits.
+    held = threading.Event()
+    monkeypatch.setattr(workers, 'deliver_pending', lambda: held.wait(5))
+    backend = make_app().extensions['mail_delivery']
+    try:
+        with pytest.raises(TimeoutError, match='^email delivery did not finish a pass in time$'):
+            backend.flush(timeout=0.5)
+    finally:
+        held.set()
+
+
+def test_a_failed_pass_is_logged_and_the_worker_goes_on(make_app, monkeypatch, caplog):
+    passes = []
+    again = threading.Event()
+
+    def fails_once():
+        passes.append('pass')
+        if len(passes) == 1:
+            raise RuntimeError('the database went away')
+        again.set()
+
+    monkeypatch.setattr(workers, 'deliver_pending', fails_once)
+    backend = make_app(MAIL_POLL_INTERVAL=2).extensions['mail_delivery']
+    with caplog.at_level(logging.ERROR):
+        backend.start()
+        # Not woken, it tries again on its own (within its beat, at most 5 s).
+        assert again.wait(30), 'the worker never ran another pass'
+    [error] = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert error.getMessage() == 'Email delivery pass failed'
+    assert 'the database went away' in caplog.text  # with its traceback
+
+
+def test_between_passes_the_worker_rests(make_app, monkeypatch):
+    passes = []
+    monkeypatch.setattr(workers, 'deliver_pending', lambda: passes.append('pass'))
+    backend = make_app().extensions['mail_delivery']
+    backend.flush()
+    done = len(passes)
+    # Its beat is a minute away and nothing wakes it: for this half second it runs no pass
+    # (a worker that never rests would run one after another against the database).
+    threading.Event().wait(0.5)
+    assert len(passes) == done
+
+
+def test_stopping_waits_for_a_pass_as_long_as_a_message_takes_and_no_longer(make_app, monkeypatch):
+    # A process that ends waits for the message being sent (cut off, it would go out again
+    # once its lease ran out), but a pass held up by a server that never answers does not
+    # keep it from ending: it waits MAIL_TIMEOUT + 5 s, then goes.
+    started, held = threading.Event(), threading.Event()
+
+    def held_up():
+        started.set()
+        held.wait(30)
+
+    monkeypatch.setattr(workers, 'deliver_pending', held_up)
+    before = set(delivery_threads())
+    backend = make_app(MAIL_TIMEOUT=1).extensions['mail_delivery']
+    backend.start()
+    [thread] = set(delivery_threads()) - before
+    assert started.wait(30)
+    try:
+        began = time.monotonic()
+        backend.stop()
+        assert time.monotonic() - began >= 1 + 5
+        assert thread.is_alive()
+    finally:
+        held.set()
+        thread.join(30)
+
+
 FORKED = (
     APP_SCRIPT
     + """\
@@ -812,7 +886,7 @@ def test_rq_retries_when_the_server_comes_back(rq_app, port):
         db.session.commit()
     server = MailServer(port).start()
     try:
-        rq_app.extensions['mail_delivery'].notify()
+        rq_app.extensions['mail_delivery'].notify(wake=True)
         run_worker(rq_app)
         assert len(server.messages) == 3
     finally:

@@ -74,6 +74,7 @@ def extracted_messages():
         '_l': None,
         'lazy_ngettext': (1, 2),
         '_n': (1, 2),
+        'N_': None,  # marked, translated where shown (pybabel extracts it by default)
     }
     assert {keyword.split(':')[0] for keyword in KEYWORDS} <= set(keywords)
     found = {}

@@ -186,6 +186,24 @@ def test_key_rotation_keeps_links_and_sessions(make_app):
 
 
 @pytest.mark.sqlite_only
+def test_during_a_rotation_only_a_cookie_under_an_old_key_is_sent_again(make_app):
+    old_app = make_app(SECRET_KEY=OLD_KEY)
+    with old_app.app_context():
+        add_susan()
+    old_client = old_app.test_client()
+    log_in(old_client)
+    old_client.get('/index')
+    under_old_key = old_client.get_cookie('session', domain=SITE).value
+
+    rotated = make_app(create_tables=False, SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[OLD_KEY])
+    client = rotated.test_client()
+    client.set_cookie('session', under_old_key, domain=SITE)
+    assert 'Set-Cookie' in client.get('/index').headers  # signed again, under the new key
+    # Under the new key already, it is not sent with every page for the rest of the rotation.
+    assert 'Set-Cookie' not in client.get('/index').headers
+
+
+@pytest.mark.sqlite_only
 def test_key_rotation_keeps_remembered_sessions(make_app):
     old_app = make_app(SECRET_KEY=OLD_KEY)
     with old_app.app_context():

@@ -175,6 +175,36 @@ def test_the_sessions_page_names_devices_in_the_accounts_language(app, susan):
     assert 'Unknown device' not in page and 'Firefox on Windows' not in page
 
 
+def test_a_sign_in_removes_its_accounts_expired_rows_and_no_live_one(app, susan, make_user):
+    # The table holds live sessions: a sign-in clears the rows of its account that ran out.
+    bob = make_user('bob')
+    phone = log_in(app.test_client(), user_agent=IPHONE)
+    now = utcnow()
+
+    def run_out(user, name):
+        return UserSession(
+            key_hash=name * 64,
+            user_id=user.id,
+            purpose=UserSession.LOGIN,
+            created_at=now - timedelta(days=2),
+            last_seen_at=now - timedelta(days=2),
+            expires_at=now - timedelta(seconds=1),
+        )
+
+    db.session.add_all([run_out(susan, 'a'), run_out(bob, 'b')])
+    db.session.commit()
+    laptop = log_in(app.test_client())
+    left = [
+        tuple(row)
+        for row in db.session.execute(sa.select(UserSession.user_id, UserSession.key_hash))
+    ]
+    assert (susan.id, 'a' * 64) not in left
+    # Another account's rows are its own sign-ins' to clear; the phone stays signed in.
+    assert (bob.id, 'b' * 64) in left
+    assert [user_id for user_id, _ in left].count(susan.id) == 2
+    assert signed_in(phone) and signed_in(laptop)
+
+
 def test_a_session_past_its_lifetime_is_refused(app, client, susan):
     log_in(client)
     db.session.execute(sa.update(UserSession).values(expires_at=utcnow() - timedelta(seconds=1)))

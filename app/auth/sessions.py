@@ -70,7 +70,9 @@ _FIND = (
 
 def _find(key, purpose):
     """The live row for a key from a cookie, or None."""
-    if not isinstance(key, str) or not 20 <= len(key) <= 100:
+    # The key comes from a cookie signed with SECRET_KEY (None when there is none), so
+    # only a key this app made can be there; and no other string hashes to a stored row.
+    if not isinstance(key, str):
         return None
     row = db.session.scalar(_FIND, {'key_hash': _hash(key), 'purpose': purpose})
     if row is None or row.expires_at <= utcnow():
@@ -78,7 +80,7 @@ def _find(key, purpose):
     return row
 
 
-def sign_in(user, remember=False):
+def sign_in(user, *, remember):
     """Start a session for ``user`` in this browser; a successful login also ends reset links."""
     config = current_app.config
     lifetime = config['REMEMBER_ME_LIFETIME' if remember else 'SESSION_LIFETIME']
@@ -94,7 +96,8 @@ def sign_in(user, remember=False):
     db.session.commit()
     session.permanent = remember
     user.session_key = key
-    login_user(user, remember=False)
+    # "Remember me" is the permanent session above, not Flask-Login's cookie of its own.
+    login_user(user)
 
 
 def sign_out():

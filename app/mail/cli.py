@@ -261,7 +261,7 @@ def mail_retry(ids):
     db.session.commit()
     click.echo(f'{count} failed message(s) queued again.')
     if count:
-        current_app.extensions['mail_delivery'].notify()
+        current_app.extensions['mail_delivery'].notify(wake=True)
 
 
 @mail_cli.command('send-pending')

@@ -11,7 +11,6 @@
 
 import atexit
 import math
-import os
 import random
 import threading
 from datetime import UTC, datetime
@@ -38,34 +37,31 @@ class ThreadBackend:
         self.app = app
         self._cond = threading.Condition()
         self._thread = None
-        self._pid = None
         self._stopping = False
         self._wake = False
         self._requested = 0
         self._completed = 0
-        self._atexit_registered = False
 
     def _alive(self):
-        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
+        # In a process forked from this one, a thread started before the fork is not alive.
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self):
         """Start the worker thread in this process if it is not running."""
-        if self._alive() and not self._stopping:
-            return
         with self._cond:
             if self._alive() and not self._stopping:
                 return
             self._stopping = False
-            self._pid = os.getpid()
             self._thread = threading.Thread(
                 target=self._run, name='microblog-mail-delivery', daemon=True
             )
             self._thread.start()
-        if not self._atexit_registered:
-            atexit.register(self.stop)
-            self._atexit_registered = True
+        # At exit, the pass under way finishes (stop is registered once, however often
+        # the worker starts).
+        atexit.unregister(self.stop)
+        atexit.register(self.stop)
 
-    def notify(self, wake=True):
+    def notify(self, *, wake):
         """A message was stored: wake the worker, or (``wake=False``) leave it to the cadence."""
         self.start()
         if not wake:
@@ -88,14 +84,14 @@ class ThreadBackend:
         if not done:
             raise TimeoutError('email delivery did not finish a pass in time')
 
-    def stop(self, timeout=None):
-        """Ask the worker to finish its current pass and stop; wait for it."""
+    def stop(self):
+        """Ask the worker to finish its pass and stop; wait for it, as long as one message takes."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            thread.join(timeout if timeout is not None else self.app.config['MAIL_TIMEOUT'] + 5)
+            thread.join(self.app.config['MAIL_TIMEOUT'] + 5)
 
     def _run(self):
         poll = self.app.config['MAIL_POLL_INTERVAL']
@@ -146,7 +142,7 @@ class RQBackend:
     def start(self):
         """The web process starts no delivery thread: workers do the sending."""
 
-    def notify(self, wake=True):
+    def notify(self, *, wake):
         """Enqueue a pass now, or (``wake=False``) make sure one runs at the next cadence tick.
 
         If Redis is down the message stays pending for a later pass.
@@ -188,10 +184,10 @@ class RQBackend:
         per_sender = config['MAIL_TIMEOUT'] * (config['MAIL_BATCH_SIZE'] + 5)
         return per_sender * 10 + 60
 
-    def flush(self, timeout=30):
+    def flush(self, timeout=None):
         """Nothing to wait for here: the workers are other processes."""
 
-    def stop(self, timeout=None):
+    def stop(self):
         """Nothing runs in this process."""
 
 
@@ -199,18 +195,18 @@ class ManualBackend:
     """Messages are only stored; `flask mail send-pending` (from cron) delivers them."""
 
     def __init__(self, app):
-        self.app = app
+        """Made with its app like every backend; it keeps nothing, since it runs nothing."""
 
     def start(self):
         """Nothing to start."""
 
-    def notify(self, wake=True):
+    def notify(self, *, wake):
         """Nothing to wake."""
 
-    def flush(self, timeout=30):
+    def flush(self, timeout=None):
         """Nothing to wait for."""
 
-    def stop(self, timeout=None):
+    def stop(self):
         """Nothing to stop."""
 
 
@@ -261,13 +257,9 @@ class MailDelivery:
     def backend(self):
         return current_app.extensions['mail_delivery']
 
-    def notify(self, wake=True):
+    def notify(self, *, wake):
         """Tell the backend that messages were committed."""
-        self.backend.notify(wake)
-
-    def flush(self, timeout=30):
-        """Wait for a whole delivery pass (thread backend; nothing to wait for otherwise)."""
-        self.backend.flush(timeout)
+        self.backend.notify(wake=wake)
 
 
 @sa.event.listens_for(db.session, 'after_commit')
