@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import app.models
 from app import db
+from app.addresses import UndeliverableAddressError, smtp_address
 from app.mail import deliver_pending, kinds, queue_email, send_email
 from app.mail.outbox import DeliveryReport, Sender, candidate_ids, claim_due, take
 from app.mail.smtp import Courier
@@ -249,6 +250,21 @@ def test_an_address_of_the_longest_length_smtp_takes_is_sent(mail_app, server):
     send_email(TEST_KIND, {'to': longest, 'label': 'longest'})
     assert len(deliver_pending().sent) == 1
     assert [received.rcpt_tos for received in server.messages] == [[longest]]
+
+
+@pytest.mark.sqlite_only
+def test_an_address_longer_than_smtp_takes_once_its_domain_is_encoded_is_refused(mail_app):
+    """Short as typed, too long as sent: each label of the domain grows as IDNA encodes it."""
+    # 'ü' * 27 is a label of 27 characters; encoded, 'xn--tdaaaa…' of 35.
+    label = '\u00fc' * 27
+    email = 'x' * 64 + '@' + '.'.join([label] * 6) + '.de'
+    ascii_form = 'x' * 64 + '@' + '.'.join([label.encode('idna').decode()] * 6) + '.de'
+    assert len(email) <= 254 < len(ascii_form)
+    with pytest.raises(UndeliverableAddressError):
+        smtp_address(email)
+    response = register(mail_app.test_client(), email)
+    assert response.status_code == 200
+    assert db.session.scalar(sa.select(User).where(User.username == 'newcomer')) is None
 
 
 @pytest.mark.sqlite_only
