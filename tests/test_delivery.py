@@ -551,6 +551,16 @@ class SlowDataHandler(RecordingHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
+def run_python(script, *args):
+    """Run ``script`` in a Python process of its own, with ``args``; what it did."""
+    return subprocess.run(
+        [sys.executable, '-c', script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.sqlite_only
 def test_a_process_that_ends_finishes_its_pass_first_and_then_ends(tmp_path, port):
     server = MailServer(port)
@@ -560,12 +570,7 @@ def test_a_process_that_ends_finishes_its_pass_first_and_then_ends(tmp_path, por
     try:
         # The worker thread neither keeps the process alive (it is a daemon) nor is cut
         # off in the middle of a message (the process stops it and waits for its pass).
-        ended = subprocess.run(
-            [sys.executable, '-c', LAST_PASS, url, str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        ended = run_python(LAST_PASS, url, port)
     finally:
         server.stop()
     assert ended.returncode == 0, ended.stderr
@@ -619,7 +624,7 @@ def test_the_thread_worker_wakes_for_a_retry_when_it_falls_due(make_app, port, c
         MAIL_SUPPRESS_SEND=False, MAIL_SERVER='127.0.0.1', MAIL_PORT=port, MAIL_RETRY_BACKOFF=1
     )
     with app.app_context():
-        # Under `mutmut run` the worker starts with the app, before its tables exist.
+        # The worker is started, and has been through the empty outbox, before the message.
         app.extensions['mail_delivery'].flush()
         caplog.clear()
         queue_messages(1)
@@ -738,12 +743,7 @@ FORKED = (
 def test_a_forked_process_starts_a_worker_of_its_own(tmp_path, port):
     server = MailServer(port).start()
     try:
-        forked = subprocess.run(
-            [sys.executable, '-c', FORKED, f'sqlite:///{tmp_path / "forked.db"}', str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        forked = run_python(FORKED, f'sqlite:///{tmp_path / "forked.db"}', port)
     finally:
         server.stop()
     assert forked.returncode == 0, forked.stderr

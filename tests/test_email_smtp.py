@@ -117,21 +117,23 @@ def test_mail_test_on_a_starttls_port_with_ssl_says_use_tls(make_app, smtp_serve
     assert 'set MAIL_USE_TLS=true and MAIL_USE_SSL=false' in hint
 
 
-def test_mail_test_with_a_refused_login_says_check_the_login(make_app):
+def mail_test_with_password(make_app, password):
+    """`flask mail test` with ``password`` against a server that takes one login."""
     server = MailServer(
         authenticator=accept_login('microblog@example.com', 'the-right-password'),
         auth_require_tls=False,
     ).start()
     try:
         app = sending_app(
-            make_app,
-            server,
-            MAIL_USERNAME='microblog@example.com',
-            MAIL_PASSWORD='a-wrong-password',
+            make_app, server, MAIL_USERNAME='microblog@example.com', MAIL_PASSWORD=password
         )
-        result, [hint] = mail_test(app)
+        return (*mail_test(app), server)
     finally:
         server.stop()
+
+
+def test_mail_test_with_a_refused_login_says_check_the_login(make_app):
+    result, [hint], server = mail_test_with_password(make_app, 'a-wrong-password')
     assert result.exit_code == 1
     assert 'refused the login of MAIL_USERNAME=microblog@example.com' in hint
     assert 'check MAIL_USERNAME and MAIL_PASSWORD' in hint
@@ -196,20 +198,7 @@ def test_mail_over_ssl_to_a_certificate_that_does_not_verify_is_not_sent(make_ap
 
 
 def test_mail_goes_out_with_the_login_the_server_accepts(make_app):
-    server = MailServer(
-        authenticator=accept_login('microblog@example.com', 'the-right-password'),
-        auth_require_tls=False,
-    ).start()
-    try:
-        app = sending_app(
-            make_app,
-            server,
-            MAIL_USERNAME='microblog@example.com',
-            MAIL_PASSWORD='the-right-password',
-        )
-        result, hints = mail_test(app)
-    finally:
-        server.stop()
+    result, hints, server = mail_test_with_password(make_app, 'the-right-password')
     assert result.exit_code == 0, result.output
     assert hints == []
     assert [received.rcpt_tos for received in server.messages] == [['admin@example.com']]
