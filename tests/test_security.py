@@ -144,15 +144,20 @@ def test_tokens_of_another_purpose_or_key_are_refused(client, make_user, kind):
     assert open_link(client, token).headers['Location'] == '/reset_password_request'
 
 
-@pytest.mark.sqlite_only
-def test_key_rotation_keeps_links_and_sessions(make_app):
+def signed_in_under_old_key(make_app):
+    """Susan signed in on the site while its key was OLD_KEY: that app, and her cookie."""
     old_app = make_app(SECRET_KEY=OLD_KEY)
     with old_app.app_context():
         add_susan()
     old_client = old_app.test_client()
     assert log_in(old_client).status_code == 302
     old_client.get('/index')  # a page that writes what the session holds (a CSRF token)
-    session_cookie = old_client.get_cookie('session', domain=SITE)
+    return old_app, old_client.get_cookie('session', domain=SITE)
+
+
+@pytest.mark.sqlite_only
+def test_key_rotation_keeps_links_and_sessions(make_app):
+    old_app, session_cookie = signed_in_under_old_key(make_app)
     with old_app.app_context():
         old_token = susan().get_reset_password_token()  # after the login, which ends older links
 
@@ -187,13 +192,7 @@ def test_key_rotation_keeps_links_and_sessions(make_app):
 
 @pytest.mark.sqlite_only
 def test_during_a_rotation_only_a_cookie_under_an_old_key_is_sent_again(make_app):
-    old_app = make_app(SECRET_KEY=OLD_KEY)
-    with old_app.app_context():
-        add_susan()
-    old_client = old_app.test_client()
-    log_in(old_client)
-    old_client.get('/index')
-    under_old_key = old_client.get_cookie('session', domain=SITE).value
+    under_old_key = signed_in_under_old_key(make_app)[1].value
 
     rotated = make_app(create_tables=False, SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[OLD_KEY])
     client = rotated.test_client()
