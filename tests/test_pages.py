@@ -275,9 +275,12 @@ def test_index_shows_followed_and_own_posts_newest_first(client, make_user, auth
     assert explore.index('from susan') < explore.index('from mary') < explore.index('from john')
 
 
+@pytest.mark.parametrize('count', [6, 7])
 @pytest.mark.parametrize('path', ['/index', '/explore', '/user/susan'])
-def test_pagination_walks_older_and_newer(make_app, path):
-    app = make_app(POSTS_PER_PAGE=2)
+def test_pagination_walks_older_and_newer(make_app, path, count):
+    # Three posts a page; posts two by two at the same second, so that a page can end
+    # between two posts of one timestamp; six posts fill two pages exactly.
+    app = make_app(POSTS_PER_PAGE=3)
     client = app.test_client()
     with app.app_context():
         susan = User(username='susan', email='susan@example.com')
@@ -285,26 +288,32 @@ def test_pagination_walks_older_and_newer(make_app, path):
         now = utcnow()
         db.session.add(susan)
         db.session.add_all(
-            Post(body=f'post number {n}', author=susan, timestamp=now + timedelta(seconds=n))
-            for n in range(5)
+            Post(body=f'post number {n}', author=susan, timestamp=now + timedelta(seconds=n // 2))
+            for n in range(count)
         )
         db.session.commit()
     client.post('/login', data={'username': 'susan', 'password': PASSWORD})
 
     def shown(text):
-        found = [n for n in range(5) if f'post number {n}<' in text]
+        found = [n for n in range(count) if f'post number {n}<' in text]
         return sorted(found, key=lambda n: text.index(f'post number {n}<'))
 
+    newest_first = list(reversed(range(count)))
+    expected = [newest_first[i : i + 3] for i in range(0, count, 3)]
     page = client.get(path).text
-    assert shown(page) == [4, 3]
-    assert 'Newer posts' not in page
-    pages = [shown(page)]
+    pages, links = [shown(page)], [('Newer posts' in page, 'Older posts' in page)]
     while 'Older posts' in page:
         page = client.get(_link(page, 'Older posts')).text
         pages.append(shown(page))
-    assert pages == [[4, 3], [2, 1], [0]]
-    newer = _link(page, 'Newer posts')
-    assert shown(client.get(newer).text) == [2, 1]
+        links.append(('Newer posts' in page, 'Older posts' in page))
+    assert pages == expected
+    # Each page links to the newer and the older ones where there are any, and only there.
+    assert links == [(i > 0, i < len(expected) - 1) for i in range(len(expected))]
+    back = []
+    while 'Newer posts' in page:
+        page = client.get(_link(page, 'Newer posts')).text
+        back.append((shown(page), 'Newer posts' in page, 'Older posts' in page))
+    assert back == [(expected[i], i > 0, True) for i in reversed(range(len(expected) - 1))]
 
 
 def _link(html, text):
