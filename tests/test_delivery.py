@@ -351,6 +351,20 @@ def test_two_workers_claiming_at_once_never_take_the_same_message(manual_app):
         assert (taken_by_a, taken_by_b) == ([], ids[:5])
 
 
+def test_the_messages_due_longest_are_claimed_first(manual_app):
+    # After an outage more messages are due than one claim takes: those that have waited
+    # longest go first, whatever order they were stored in, and ties go by id.
+    queue_messages(4)
+    now = utcnow()
+    retry, waiting, tied, tied_later = rows()
+    for row, since in ((retry, 1), (waiting, 180), (tied_later, 120), (tied, 120)):
+        row.next_attempt_at = now - timedelta(seconds=since)
+        db.session.commit()  # one at a time: the rows' order on disk is not their ids'
+    order = [waiting.id, tied.id, tied_later.id, retry.id]
+    assert candidate_ids(now, 4) == order
+    assert [email.id for email in claim_due(now, 'A', 2)] == order[:2]
+
+
 def test_an_expired_lease_passes_the_message_to_another_worker_for_good(manual_app):
     queue_messages(1)
     now = utcnow()
