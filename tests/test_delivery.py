@@ -351,6 +351,13 @@ def test_two_workers_claiming_at_once_never_take_the_same_message(manual_app):
         assert (taken_by_a, taken_by_b) == ([], ids[:5])
 
 
+def test_a_message_of_a_kind_nobody_registered_is_refused_by_name_and_not_stored(manual_app):
+    # A typo in a view's kind: the developer reads which, and the outbox stays clean.
+    with pytest.raises(LookupError, match="^no kind of email is registered as 'pasword_reset'$"):
+        send_email('pasword_reset', {'to': 'susan@example.com'}, recipient='susan@example.com')
+    assert rows() == []
+
+
 def test_the_messages_due_longest_are_claimed_first(manual_app):
     # After an outage more messages are due than one claim takes: those that have waited
     # longest go first, whatever order they were stored in, and ties go by id.
