@@ -12,6 +12,7 @@ from flask import Response, abort, stream_with_context
 
 from app import db
 from app.models import Post, User
+from tests.helpers import PASSWORD, AuthActions
 
 
 def serve(app, path, method='GET'):
@@ -82,10 +83,13 @@ def routes(make_app, database_url):
 
     def streamed():
         """A plain read streamed from a server-side cursor."""
-        ids = db.session.scalars(
-            sa.select(User.id).execution_options(stream_results=True, yield_per=10)
-        ).all()
+        ids = db.session.scalars(sa.select(User.id).execution_options(stream_results=True)).all()
         return str(len(ids))
+
+    def yielded():
+        """ORM objects read in batches, from a server-side cursor."""
+        users = db.session.scalars(sa.select(User).execution_options(yield_per=10)).all()
+        return str(len(users))
 
     def cte_write_then_refused():
         """A SELECT that inserts through a CTE, then a refused write: neither may stay."""
@@ -207,6 +211,7 @@ def routes(make_app, database_url):
         text_write,
         core_write,
         streamed,
+        yielded,
         cte_write_then_refused,
         savepoint_then_refused,
         write_then_raise,
@@ -269,10 +274,11 @@ def test_a_write_of_a_safe_request_left_uncommitted_is_rolled_back(routes, path)
     assert posts(routes) == 0
 
 
-def test_a_streamed_read_of_a_safe_request_is_served(routes, database_url):
+@pytest.mark.parametrize('path', ['streamed', 'yielded'])
+def test_a_streamed_read_of_a_safe_request_is_served(routes, database_url, path):
     """A server-side cursor (stream_results, yield_per) needs a transaction on PostgreSQL."""
     postgresql(database_url)
-    response = serve(routes, '/_test/streamed')
+    response = serve(routes, f'/_test/{path}')
     assert response.status_code == 200
     assert response.text == '1'
 
@@ -376,3 +382,54 @@ def test_the_delivery_thread_gets_a_transactional_connection_after_a_safe_reques
     thread.start()
     thread.join()
     assert seen == [(False, 'INTRANS')]
+
+
+@pytest.mark.parametrize('pre_ping', [False, True])
+def test_the_first_page_after_a_database_restart_costs_no_pool_slot(
+    make_app, database_url, pre_ping
+):
+    """The pool's connections, ended by the server while idle, as on a restart."""
+    postgresql(database_url)
+    app = make_app(
+        SQLALCHEMY_ENGINE_OPTIONS={
+            'pool_size': 1,
+            'max_overflow': 0,
+            'pool_timeout': 1,
+            'pool_pre_ping': pre_ping,
+        },
+        MAIL_QUEUE='none',
+    )
+    with app.app_context():
+        user = User(username='susan', email='susan@example.com')
+        user.set_password(PASSWORD)
+        db.session.add(user)
+        db.session.commit()
+        db.session.remove()
+    client = app.test_client()
+    AuthActions(client).login()
+    assert client.get('/explore').status_code == 200
+    with app.app_context():
+        pid = db.engine.raw_connection()
+        try:
+            backend = pid.dbapi_connection.info.backend_pid
+        finally:
+            pid.close()
+    killer = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    with killer.connect() as connection:
+        assert connection.scalar(sa.select(sa.func.pg_terminate_backend(backend)))
+    killer.dispose()
+    if pre_ping:
+        # The ping finds the connection gone, and the page gets a new one.
+        assert client.get('/explore').status_code == 200
+    else:
+        # The page that finds the connection gone fails, as it always has ...
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - which one is checked below
+            client.get('/explore')
+    # ... and gives the pool its slot back: the next pages are served.
+    with app.app_context():
+        assert db.engine.pool.checkedout() == 0
+    assert client.get('/explore').status_code == 200
+    assert client.get('/explore', method='HEAD').status_code == 200
+    if not pre_ping:
+        # With the database's own error, not one raised on the way back to the pool.
+        assert isinstance(raised.value, sa.exc.OperationalError), raised.value
