@@ -1,7 +1,8 @@
-"""A review of app/transactions.py: how a safe request's reads outside a transaction can fail.
+"""How a safe request's transaction can go wrong, and does not: app/transactions.py.
 
-Each test here is a way the change could lose a write, break a request's atomicity,
-leave a pooled connection unusable or in autocommit mode, or serve a 500.
+Each test here is a way reads outside a transaction (PostgreSQL) or a read-only request's
+COMMIT could lose a write, break a request's atomicity, leave a pooled connection
+unusable or in autocommit mode, or serve a 500.
 """
 
 import threading
