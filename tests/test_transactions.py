@@ -44,9 +44,9 @@ class Endings:
             self.seen.append('rollback')
 
 
-def about_me(username='susan'):
+def about_me(app, username='susan'):
     """The stored about_me of a user, read on a connection of its own."""
-    with db.engine.connect() as connection:
+    with app.app_context(), db.engine.connect() as connection:
         return connection.execute(
             sa.select(User.about_me).where(User.username == username)
         ).scalar_one()
@@ -108,13 +108,16 @@ def writer(make_app):
         db.session.add(user)
         db.session.commit()
         db.session.remove()
-        yield app
-        db.session.remove()
+    # No app context stays pushed: the test client's requests would share it, and their
+    # session would end with the test instead of with each request.
+    yield app
 
 
 def serve(app, path, method='GET'):
     """Serve one request as a server does: its own app context, its session removed after."""
-    with Endings(db.engine) as endings:
+    with app.app_context():
+        engine = db.engine
+    with Endings(engine) as endings:
         response = app.test_client().open(path, method=method)
     return response, endings.seen
 
@@ -129,14 +132,14 @@ def test_a_page_that_only_read_ends_with_commit(writer):
 def test_a_page_that_wrote_without_committing_is_rolled_back(writer, path):
     response, endings = serve(writer, f'/_test/{path}')
     assert response.status_code == 200
-    assert 'commit' not in endings
-    assert about_me() == 'as stored'
+    assert 'commit' not in endings and endings[-1:] == ['rollback']
+    assert about_me(writer) == 'as stored'
 
 
 def test_a_write_committed_by_the_page_is_kept_and_its_later_read_committed(writer):
     response, endings = serve(writer, '/_test/committed_then_read')
     assert response.status_code == 200
-    assert about_me() == 'committed'
+    assert about_me(writer) == 'committed'
     assert endings == ['commit', 'commit']
 
 
@@ -151,7 +154,7 @@ def test_a_write_committed_by_the_page_is_kept_and_its_later_read_committed(writ
 def test_an_error_page_or_an_unsafe_method_is_rolled_back(writer, path, method, status):
     response, endings = serve(writer, f'/_test/{path}', method)
     assert response.status_code == status
-    assert 'commit' not in endings
+    assert 'commit' not in endings and endings[-1:] == ['rollback']
 
 
 def test_a_failed_commit_of_a_read_still_serves_the_page(writer, monkeypatch, caplog):
@@ -251,8 +254,7 @@ def reader(make_app, database_url):
         db.session.add(User(username='susan', email='susan@example.com'))
         db.session.commit()
         db.session.remove()
-        yield app
-        db.session.remove()
+    yield app  # with no app context pushed, as `writer`
 
 
 def test_a_safe_request_reads_outside_a_transaction_and_anything_else_inside(reader):
@@ -271,15 +273,16 @@ def test_a_locking_or_text_statement_of_a_safe_request_runs_in_a_transaction(rea
 def test_the_writes_of_a_safe_request_stay_one_transaction(reader):
     response, _ = serve(reader, '/_test/two_writes')
     assert response.text == 'refused'
-    with db.engine.connect() as connection:
+    with reader.app_context(), db.engine.connect() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(Post)).scalar() == 0
 
 
 def test_a_connection_goes_back_to_the_pool_in_transactions(reader):
     """The next user of the connection (a form, the delivery worker) gets transactions."""
     assert serve(reader, '/_test/plain')[0].text == 'IDLE'
-    connection = db.engine.raw_connection()  # the pool's one connection
-    try:
-        assert connection.dbapi_connection.autocommit is False
-    finally:
-        connection.close()
+    with reader.app_context():
+        connection = db.engine.raw_connection()  # the pool's one connection
+        try:
+            assert connection.dbapi_connection.autocommit is False
+        finally:
+            connection.close()
