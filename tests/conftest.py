@@ -128,9 +128,42 @@ def pytest_sessionstart(session):
 SLOWEST_FIRST = ('tests/browser/', 'tests/test_readme.py', 'tests/test_make_run.py')
 
 
+# Under mutmut (`make mutants`), the test files written for each mutated module: a
+# mutant's tests run with these first, so that a mutant the module's own tests kill stops
+# there (pytest -x) instead of after the few hundred tests of every page that call it too.
+MUTANT_HOMES = {
+    'app.mail': ('tests/test_delivery.py', 'tests/test_mail_real_world.py', 'tests/test_email_smtp.py'),
+    'app.addresses': ('tests/test_mail_real_world.py', 'tests/test_account_emails.py'),
+    'app.auth.sessions': ('tests/test_sessions.py', 'tests/test_security.py'),
+    'app.auth.tokens': ('tests/test_reset.py', 'tests/test_account_emails.py'),
+    'app.auth.routes': ('tests/test_pages.py', 'tests/test_security.py'),
+    'app.security': ('tests/test_security.py', 'tests/test_login_limits.py'),
+    'app.models': ('tests/test_models.py', 'tests/test_reset.py', 'tests/test_account_emails.py'),
+    'app.main.routes': ('tests/test_pages.py', 'tests/test_queries.py', 'tests/test_hostile_inputs.py'),
+}
+
+
+def _mutant_homes():
+    """The home test files of the module of the mutant mutmut has switched on, if any."""
+    mutant = os.environ.get('MUTANT_UNDER_TEST', '')
+    if '__mutmut_' not in mutant:
+        return ()
+    for module, homes in MUTANT_HOMES.items():
+        if mutant.startswith(module + '.'):
+            return homes
+    return ()
+
+
 def pytest_collection_modifyitems(config, items):
-    """Put the slowest files first (`make test` hands tests out in this order)."""
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))
+    """Put the slowest files first (`make test` hands tests out in this order).
+
+    Under mutmut, a mutant's own module's tests go first instead (MUTANT_HOMES).
+    """
+    homes = _mutant_homes()
+    if homes:
+        items.sort(key=lambda item: not item.nodeid.startswith(homes))
+    else:
+        items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))
 
 
 # Files whose tests share what a module or session fixture starts once (a browser and
