@@ -132,14 +132,23 @@ SLOWEST_FIRST = ('tests/browser/', 'tests/test_readme.py', 'tests/test_make_run.
 # mutant's tests run with these first, so that a mutant the module's own tests kill stops
 # there (pytest -x) instead of after the few hundred tests of every page that call it too.
 MUTANT_HOMES = {
-    'app.mail': ('tests/test_delivery.py', 'tests/test_mail_real_world.py', 'tests/test_email_smtp.py'),
+    'app.mail': (
+        'tests/test_delivery.py',
+        'tests/test_mail_real_world.py',
+        'tests/test_email_smtp.py',
+    ),
     'app.addresses': ('tests/test_mail_real_world.py', 'tests/test_account_emails.py'),
     'app.auth.sessions': ('tests/test_sessions.py', 'tests/test_security.py'),
     'app.auth.tokens': ('tests/test_reset.py', 'tests/test_account_emails.py'),
     'app.auth.routes': ('tests/test_pages.py', 'tests/test_security.py'),
     'app.security': ('tests/test_security.py', 'tests/test_login_limits.py'),
     'app.models': ('tests/test_models.py', 'tests/test_reset.py', 'tests/test_account_emails.py'),
-    'app.main.routes': ('tests/test_pages.py', 'tests/test_queries.py', 'tests/test_hostile_inputs.py'),
+    'app.main.routes': (
+        'tests/test_pages.py',
+        'tests/test_queries.py',
+        'tests/test_hostile_inputs.py',
+        'tests/test_avatars.py',
+    ),
 }
 
 
