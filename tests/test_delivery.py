@@ -20,6 +20,7 @@ from app.mail import deliver_pending, kinds, send_email, workers
 from app.mail.outbox import (
     DeliveryReport,
     Sender,
+    backoff_seconds,
     candidate_ids,
     claim_due,
     closes_connection,
@@ -119,6 +120,7 @@ def test_temporary_refusal_is_retried_then_arrives(manual_app, port):
         assert deliver_pending(now=later(61)).attempted == 0
         assert len(deliver_pending(now=later(91)).sent) == 1
         assert rows()[0].attempts == 3
+        assert rows()[0].last_error is None  # `flask mail status` lists no error for it
         assert len(server.messages) == 1
     finally:
         server.stop()
@@ -262,6 +264,40 @@ def test_permanent_refusal_fails_at_once(manual_app, port):
         assert server.handler.data_attempts == 1
     finally:
         server.stop()
+
+
+def test_each_message_of_a_claim_gets_its_own_outcome(manual_app, port):
+    # One connection, six messages: claims of three. The second is refused for good, and
+    # the sent ones around it must not carry it along, nor it them.
+    manual_app.config['MAIL_CONNECTIONS'] = 1
+    server = MailServer(port).start()
+    server.handler.script = ['250 Message accepted', '550 No such mailbox']
+    try:
+        queue_messages(6)
+        report = deliver_pending()
+    finally:
+        server.stop()
+    ids = [row.id for row in rows()]
+    assert (report.sent, report.failed) == ([ids[0], *ids[2:]], [ids[1]])
+    assert [(row.status, row.attempts) for row in rows()] == [('sent', 1)] + [('failed', 1)] + [
+        ('sent', 1)
+    ] * 4
+    assert [row.last_error is not None for row in rows()] == [False, True] + [False] * 4
+    assert len(server.messages) == 5
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ('backoff', 'cap', 'delays'),
+    [(1, 5, [1, 2, 4, 5, 5]), (30, 300, [30, 60, 120, 240, 300]), (0, 5, [1, 1])],
+)
+def test_retries_wait_twice_as_long_each_time_from_the_setting_up_to_its_cap(
+    make_app, backoff, cap, delays
+):
+    # At least a second, so that one pass never tries a message twice.
+    app = make_app(MAIL_RETRY_BACKOFF=backoff, MAIL_RETRY_BACKOFF_MAX=cap)
+    with app.app_context():
+        assert [backoff_seconds(attempts) for attempts in range(1, len(delays) + 1)] == delays
 
 
 def test_dropped_connection_is_retried(manual_app, port):
