@@ -68,13 +68,16 @@ lock: venv
 # depth mismatch" (CPython gh-106905); `MUTANTS_PYTHON=python3.12` does not.
 MUTANTS_PYTHON ?= $(PYTHON)
 MUTANTS_VENV := .venv-mutants
-MUTMUT_JOBS ?= 2
 MUTANTS_NICE ?= 10
 MUTANTS ?=
 # A Redis database of its own (its tests empty it) for the RQ backend's mutants, e.g.
 # MUTANTS_REDIS_URL=redis://127.0.0.1:6379/9; set it from the first run, whose pass over
 # the tests maps each test to the functions it runs. Without it they count as "no tests".
 MUTANTS_REDIS_URL ?=
+# Two processes at a time, or one with Redis: the Redis tests of two would share its
+# database and empty it under each other, failing tests that pass alone, so that mutants
+# no test kills counted as killed.
+MUTMUT_JOBS ?= $(if $(MUTANTS_REDIS_URL),1,2)
 
 mutants: requirements-dev.txt
 	@test -x $(MUTANTS_VENV)/bin/mutmut || { $(MUTANTS_PYTHON) -m venv $(MUTANTS_VENV) && \
