@@ -38,6 +38,16 @@ def susan_id():
     return db.session.scalar(sa.select(User.id).where(User.username == 'susan'))
 
 
+def refused_write(user):
+    """A write the database refuses (a username cannot be NULL): 'refused', or 'kept'."""
+    try:
+        db.session.execute(sa.update(User).where(User.id == user).values(username=None))
+    except sa.exc.IntegrityError:
+        db.session.rollback()
+        return 'refused'
+    return 'kept'
+
+
 @pytest.fixture
 def routes(make_app, database_url):
     """An app with two pooled connections (given up for after a second) and test routes.
@@ -97,24 +107,14 @@ def routes(make_app, database_url):
         user = susan_id()
         inserted = sa.insert(Post).values(body='first', user_id=user).returning(Post.id).cte()
         db.session.execute(sa.select(inserted.c.id))
-        try:
-            db.session.execute(sa.update(User).where(User.id == user).values(username=None))
-        except sa.exc.IntegrityError:
-            db.session.rollback()
-            return 'refused'
-        return 'kept'
+        return refused_write(user)
 
     def savepoint_then_refused():
         """A savepoint first, a write released into the request, then a refused write."""
         user = susan_id()
         with db.session.begin_nested():
             db.session.add(Post(body='in a savepoint', user_id=user))
-        try:
-            db.session.execute(sa.update(User).where(User.id == user).values(username=None))
-        except sa.exc.IntegrityError:
-            db.session.rollback()
-            return 'refused'
-        return 'kept'
+        return refused_write(user)
 
     def write_then_raise():
         """A write flushed, then the view fails."""
