@@ -168,11 +168,8 @@ def pytest_collection_modifyitems(config, items):
 
     Under mutmut, a mutant's own module's tests go first instead (MUTANT_HOMES).
     """
-    homes = _mutant_homes()
-    if homes:
-        items.sort(key=lambda item: not item.nodeid.startswith(homes))
-    else:
-        items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))
+    first = _mutant_homes() or SLOWEST_FIRST
+    items.sort(key=lambda item: not item.nodeid.startswith(first))
 
 
 # Files whose tests share what a module or session fixture starts once (a browser and

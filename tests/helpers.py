@@ -223,3 +223,9 @@ def recorded_statements(app):
         yield statements
     finally:
         sa.event.remove(engine, 'before_cursor_execute', record)
+
+
+def add_test_views(app, *views):
+    """Serve each view at /_test/<its name>, for GET and POST."""
+    for view in views:
+        app.add_url_rule(f'/_test/{view.__name__}', view_func=view, methods=['GET', 'POST'])

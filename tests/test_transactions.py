@@ -15,7 +15,7 @@ from flask import abort
 
 from app import db
 from app.models import Post, User, utcnow
-from tests.helpers import PASSWORD, AuthActions
+from tests.helpers import PASSWORD, AuthActions, add_test_views
 
 
 class Endings:
@@ -93,7 +93,8 @@ def writer(make_app):
         susan()
         return 'ok'
 
-    for view in (
+    add_test_views(
+        app,
         pending,
         flushed,
         executed,
@@ -101,8 +102,7 @@ def writer(make_app):
         read_then_missing,
         read_then_failed,
         read,
-    ):
-        app.add_url_rule(f'/_test/{view.__name__}', view_func=view, methods=['GET', 'POST'])
+    )
     with app.app_context():
         user = User(username='susan', email='susan@example.com', about_me='as stored')
         db.session.add(user)
@@ -248,8 +248,7 @@ def reader(make_app, database_url):
             return 'refused'
         return 'kept'
 
-    for view in (plain, locked, text, two_writes):
-        app.add_url_rule(f'/_test/{view.__name__}', view_func=view, methods=['GET', 'POST'])
+    add_test_views(app, plain, locked, text, two_writes)
     with app.app_context():
         db.session.add(User(username='susan', email='susan@example.com'))
         db.session.commit()

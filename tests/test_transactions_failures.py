@@ -13,7 +13,7 @@ from flask import Response, abort, stream_with_context
 
 from app import db
 from app.models import Post, User
-from tests.helpers import PASSWORD, AuthActions
+from tests.helpers import PASSWORD, AuthActions, add_test_views
 
 
 def serve(app, path, method='GET'):
@@ -206,7 +206,8 @@ def routes(make_app, database_url):
         db.session.flush()
         return status()
 
-    for view in (
+    add_test_views(
+        app,
         plain,
         lose_connection,
         text_write,
@@ -227,8 +228,7 @@ def routes(make_app, database_url):
         repeatable_read,
         autocommitted_write,
         flushed_write,
-    ):
-        app.add_url_rule(f'/_test/{view.__name__}', view_func=view, methods=['GET', 'POST'])
+    )
     with app.app_context():
         db.session.add(User(username='susan', email='susan@example.com', about_me='as stored'))
         db.session.commit()
